@@ -1,0 +1,3 @@
+from iris_pipeline.cli import main
+
+main()

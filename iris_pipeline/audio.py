@@ -1,0 +1,192 @@
+"""Waveforms: reading, checking, resampling, and the Wav2Lip mel front end.
+
+The Wav2Lip mel is the one its generator was trained on (Rudrabha/Wav2Lip `audio.py` with
+`hparams.py`): 16 kHz, pre-emphasis 0.97, |STFT| with n_fft 800 / hop 200 / Hann window 800
+(centred, reflect padding, as librosa 0.7 did), 80 Slaney mels over 55-7600 Hz, amplitude to dB,
+minus 20 dB reference level, then a symmetric normalisation to [-4, 4]. 80 frames per second.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from fractions import Fraction
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import scipy.signal
+import torch
+
+from iris_pipeline.errors import InputError
+
+
+@dataclass(frozen=True)
+class Waveform:
+    """Mono audio: `samples` is a 1-D float tensor in [-1, 1] at `sample_rate` Hz."""
+
+    samples: torch.Tensor
+    sample_rate: int
+
+    @property
+    def seconds(self) -> float:
+        return self.samples.shape[-1] / self.sample_rate
+
+    def to(self, device: torch.device | str) -> Waveform:
+        return Waveform(self.samples.to(device), self.sample_rate)
+
+
+def read_audio(path: str | Path, name: str = "audio") -> Waveform:
+    """Read a sound file as mono float32; a non-audio or corrupt file is an `InputError`."""
+    import soundfile
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{name} {path}: no such file")
+    try:
+        data, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
+    except Exception as exc:  # soundfile raises LibsndfileError / RuntimeError / TypeError
+        raise InputError(f"{name} {path}: not a readable audio file ({str(exc).splitlines()[0]})") from exc
+    samples = torch.from_numpy(np.ascontiguousarray(data.mean(axis=1)))
+    return Waveform(samples, int(rate))
+
+
+def check_waveform(wave: Waveform, name: str = "audio", min_seconds: float = 0.0,
+                   max_seconds: float | None = None) -> None:
+    """Refuse NaN/inf, silence, and durations outside the allowed range, with one clear line."""
+    x = wave.samples
+    if x.ndim != 1:
+        raise InputError(f"{name}: expected mono audio (1-D samples), got shape {tuple(x.shape)}")
+    if x.numel() == 0:
+        raise InputError(f"{name}: audio is empty")
+    if not torch.isfinite(x).all():
+        raise InputError(f"{name}: audio contains NaN or infinite samples")
+    if float(x.abs().max()) < 1e-4:
+        raise InputError(f"{name}: audio is silent (peak below -80 dBFS)")
+    if wave.seconds < min_seconds:
+        raise InputError(f"{name}: audio is {wave.seconds:.2f} s long, shorter than the minimum {min_seconds:g} s")
+    if max_seconds is not None and wave.seconds > max_seconds:
+        raise InputError(f"{name}: audio is {wave.seconds:.2f} s long, longer than the maximum {max_seconds:g} s")
+
+
+def resample(samples: torch.Tensor, orig_rate: int, new_rate: int) -> torch.Tensor:
+    """Band-limited polyphase resampling (scipy `resample_poly`, Kaiser window) along the last axis.
+
+    Output length is ceil(n * new_rate / orig_rate), as `resample_poly` defines it.
+    """
+    if orig_rate == new_rate:
+        return samples
+    ratio = Fraction(int(new_rate), int(orig_rate))
+    device, dtype = samples.device, samples.dtype
+    y = scipy.signal.resample_poly(
+        samples.detach().cpu().double().numpy(), ratio.numerator, ratio.denominator, axis=-1
+    )
+    return torch.from_numpy(np.ascontiguousarray(y)).to(device=device, dtype=dtype)
+
+
+def resample_waveform(wave: Waveform, new_rate: int) -> Waveform:
+    return Waveform(resample(wave.samples, wave.sample_rate, new_rate), new_rate)
+
+
+# --- mel filterbanks ------------------------------------------------------------------------------
+
+def hz_to_mel(freqs: np.ndarray, htk: bool = False) -> np.ndarray:
+    """Slaney (linear below 1 kHz, log above) or HTK mel scale, as librosa defines them."""
+    freqs = np.asanyarray(freqs, dtype=np.float64)
+    if htk:
+        return 2595.0 * np.log10(1.0 + freqs / 700.0)
+    f_sp = 200.0 / 3
+    mels = freqs / f_sp
+    min_log_hz = 1000.0
+    min_log_mel = min_log_hz / f_sp
+    logstep = math.log(6.4) / 27.0
+    log_region = freqs >= min_log_hz
+    mels = np.where(log_region, min_log_mel + np.log(np.maximum(freqs, min_log_hz) / min_log_hz) / logstep, mels)
+    return mels
+
+
+def mel_to_hz(mels: np.ndarray, htk: bool = False) -> np.ndarray:
+    mels = np.asanyarray(mels, dtype=np.float64)
+    if htk:
+        return 700.0 * (10.0 ** (mels / 2595.0) - 1.0)
+    f_sp = 200.0 / 3
+    freqs = f_sp * mels
+    min_log_hz = 1000.0
+    min_log_mel = min_log_hz / f_sp
+    logstep = math.log(6.4) / 27.0
+    return np.where(mels >= min_log_mel, min_log_hz * np.exp(logstep * (mels - min_log_mel)), freqs)
+
+
+def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, fmin: float, fmax: float | None,
+                   htk: bool = False, slaney_norm: bool = True) -> np.ndarray:
+    """[n_mels, n_fft // 2 + 1] triangular filters, equal to `librosa.filters.mel` (float64)."""
+    fmax = sample_rate / 2.0 if fmax is None else fmax
+    fft_freqs = np.linspace(0.0, sample_rate / 2.0, n_fft // 2 + 1)
+    mel_pts = mel_to_hz(np.linspace(hz_to_mel(fmin, htk), hz_to_mel(fmax, htk), n_mels + 2), htk)
+    fdiff = np.diff(mel_pts)
+    ramps = mel_pts[:, None] - fft_freqs[None, :]
+    lower = -ramps[:-2] / fdiff[:-1, None]
+    upper = ramps[2:] / fdiff[1:, None]
+    weights = np.maximum(0.0, np.minimum(lower, upper))
+    if slaney_norm:
+        weights *= (2.0 / (mel_pts[2: n_mels + 2] - mel_pts[:n_mels]))[:, None]
+    return weights
+
+
+# --- the Wav2Lip mel ------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Wav2LipMelParams:
+    sample_rate: int = 16000
+    n_fft: int = 800
+    hop_length: int = 200
+    win_length: int = 800
+    n_mels: int = 80
+    fmin: float = 55.0
+    fmax: float = 7600.0
+    preemphasis: float = 0.97
+    min_level_db: float = -100.0
+    ref_level_db: float = 20.0
+    max_abs_value: float = 4.0
+
+    @property
+    def frames_per_second(self) -> float:
+        return self.sample_rate / self.hop_length
+
+
+WAV2LIP_MEL = Wav2LipMelParams()
+
+
+@lru_cache(maxsize=8)
+def _wav2lip_basis(params: Wav2LipMelParams) -> torch.Tensor:
+    fb = mel_filterbank(params.sample_rate, params.n_fft, params.n_mels, params.fmin, params.fmax)
+    return torch.from_numpy(fb.astype(np.float32))
+
+
+def wav2lip_mel_basis(params: Wav2LipMelParams = WAV2LIP_MEL) -> torch.Tensor:
+    """The [80, n_fft/2+1] Slaney mel filterbank of Wav2Lip (float32, CPU)."""
+    return _wav2lip_basis(params)
+
+
+def linear_magnitude_to_wav2lip_mel(magnitude: torch.Tensor,
+                                    params: Wav2LipMelParams = WAV2LIP_MEL) -> torch.Tensor:
+    """Mel-domain linear magnitude [..., 80, T] -> Wav2Lip's dB, normalised to +/-max_abs."""
+    min_level = math.exp(params.min_level_db / 20.0 * math.log(10.0))
+    db = 20.0 * torch.log10(torch.clamp(magnitude, min=min_level)) - params.ref_level_db
+    scaled = 2.0 * params.max_abs_value * (db - params.min_level_db) / (-params.min_level_db)
+    return torch.clamp(scaled - params.max_abs_value, -params.max_abs_value, params.max_abs_value)
+
+
+def wav2lip_mel(samples: torch.Tensor, sample_rate: int,
+                params: Wav2LipMelParams = WAV2LIP_MEL) -> torch.Tensor:
+    """The Wav2Lip mel [80, T] (T = 1 + n // 200 at 16 kHz) of mono `samples` at any rate."""
+    x = samples.float()
+    if sample_rate != params.sample_rate:
+        x = resample(x, sample_rate, params.sample_rate)
+    # pre-emphasis: y[n] = x[n] - 0.97 x[n-1] (scipy.signal.lfilter([1, -k], [1], x))
+    x = torch.cat([x[..., :1], x[..., 1:] - params.preemphasis * x[..., :-1]], dim=-1)
+    window = torch.hann_window(params.win_length, periodic=True, device=x.device)
+    spec = torch.stft(x, n_fft=params.n_fft, hop_length=params.hop_length, win_length=params.win_length,
+                      window=window, center=True, pad_mode="reflect", return_complex=True)
+    mel = wav2lip_mel_basis(params).to(x.device) @ spec.abs()
+    return linear_magnitude_to_wav2lip_mel(mel, params)

@@ -1,0 +1,55 @@
+"""The `iris` command. Each sub-command lives in `iris_pipeline.commands.<name>` and registers itself.
+
+Errors caused by the user's input (`IrisError`) end the program with one line on stderr and a
+non-zero exit code, never a traceback.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import typer
+
+from iris_pipeline.errors import IrisError
+
+app = typer.Typer(
+    name="iris",
+    help="iris_pipeline: RVC -> VALL-E X -> FastPitch -> Wav2Lip talking-avatar inference and its perf suite.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+# Modules of iris_pipeline.commands, each with register(app). Order = order in `iris --help`.
+COMMAND_MODULES: tuple[str, ...] = ("info",)
+
+for _name in COMMAND_MODULES:
+    importlib.import_module(f"iris_pipeline.commands.{_name}").register(app)
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=False)
+    except IrisError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        typer.echo("aborted", err=True)
+        sys.exit(130)
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        sys.exit(130)
+    except Exception as exc:  # click usage errors and the like
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise
+
+
+if __name__ == "__main__":
+    main()

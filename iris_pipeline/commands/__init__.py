@@ -1,0 +1,1 @@
+"""Sub-commands of the `iris` CLI, one module each; every module exposes `register(app)`."""

@@ -1,0 +1,224 @@
+"""Typed configuration: the pipeline (stages, precision, backend, placement, chunking) and targets.
+
+Both are read from YAML. Any invalid value raises `ConfigError` with one line that names the key,
+the bad value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from iris_pipeline.errors import ConfigError
+
+STAGE_ORDER: tuple[str, ...] = ("rvc", "vallex", "fastpitch", "wav2lip")
+
+Precision = Literal["fp32", "fp16", "bf16", "int8"]
+Backend = Literal["eager", "compile", "tensorrt"]
+Size = Literal["full", "tiny"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class StageConfig(_Strict):
+    """Settings of one stage. `options` holds stage-specific settings the stage validates itself."""
+
+    precision: Precision = "fp16"
+    backend: Backend = "eager"
+    device: str | None = Field(default=None, description="device of this stage; None = the pipeline's")
+    checkpoint: Path | None = None
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("device")
+    @classmethod
+    def _device_name(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        kind, _, index = value.partition(":")
+        if kind not in ("cpu", "cuda") or (index and not index.isdigit()):
+            raise ValueError("must be 'cpu', 'cuda' or 'cuda:N'")
+        return value
+
+
+class ChunkingConfig(_Strict):
+    enabled: bool = True
+    chunk_seconds: float = Field(default=10.0, gt=0.5, le=120.0)
+    crossfade_ms: float = Field(default=20.0, ge=0.0, le=500.0)
+
+
+class VideoConfig(_Strict):
+    fps: float = Field(default=25.0, ge=1.0, le=120.0)
+
+
+class PipelineConfig(_Strict):
+    """The whole chain."""
+
+    size: Size = "full"
+    device: str = "auto"
+    stages: list[str] = Field(default_factory=lambda: list(STAGE_ORDER))
+    rvc: StageConfig = Field(default_factory=StageConfig)
+    vallex: StageConfig = Field(default_factory=StageConfig)
+    fastpitch: StageConfig = Field(default_factory=StageConfig)
+    wav2lip: StageConfig = Field(default_factory=StageConfig)
+    chunking: ChunkingConfig = Field(default_factory=ChunkingConfig)
+    video: VideoConfig = Field(default_factory=VideoConfig)
+    lipsync_features: Literal["fastpitch", "speech"] = "fastpitch"
+    max_reference_seconds: float = Field(default=30.0, gt=1.0)
+    seed: int = 0
+
+    @field_validator("device")
+    @classmethod
+    def _device_name(cls, value: str) -> str:
+        kind, _, index = value.partition(":")
+        if kind not in ("auto", "cpu", "cuda") or (index and (kind == "auto" or not index.isdigit())):
+            raise ValueError("must be 'auto', 'cpu', 'cuda' or 'cuda:N'")
+        return value
+
+    @field_validator("stages")
+    @classmethod
+    def _stage_order(cls, value: list[str]) -> list[str]:
+        unknown = [s for s in value if s not in STAGE_ORDER]
+        if unknown:
+            raise ValueError(f"unknown stage {unknown[0]!r}; allowed: {', '.join(STAGE_ORDER)}")
+        if len(set(value)) != len(value):
+            raise ValueError("a stage is listed twice")
+        if value != [s for s in STAGE_ORDER if s in value]:
+            raise ValueError(f"stages must keep the chain's order {' -> '.join(STAGE_ORDER)}")
+        return value
+
+    def stage(self, name: str) -> StageConfig:
+        if name not in STAGE_ORDER:
+            raise KeyError(name)
+        return getattr(self, name)
+
+    def config_hash(self) -> str:
+        """Short, stable hash of every setting (for result context and cache keys)."""
+        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+class ClipTargets(_Strict):
+    """Gates for one clip length. None = not gated."""
+
+    latency_ms: float | None = Field(default=None, gt=0)
+    first_chunk_ms: float | None = Field(default=None, gt=0)
+    throughput_cps: float | None = Field(default=None, gt=0)
+    peak_mem_gb: float | None = Field(default=None, gt=0)
+
+
+class TargetSet(_Strict):
+    """Targets per clip length (keys: seconds)."""
+
+    clips: dict[float, ClipTargets]
+
+    @field_validator("clips")
+    @classmethod
+    def _positive_lengths(cls, value: dict[float, ClipTargets]) -> dict[float, ClipTargets]:
+        bad = [k for k in value if k <= 0]
+        if bad:
+            raise ValueError(f"clip length {bad[0]} must be > 0 seconds")
+        return value
+
+
+class Targets(_Strict):
+    """Default targets, optionally overridden per GPU model (keyed by NVML device name)."""
+
+    default: TargetSet
+    per_gpu: dict[str, TargetSet] = Field(default_factory=dict)
+    source: str | None = None
+
+    def for_gpu(self, gpu_name: str | None) -> TargetSet:
+        """The override whose key is contained in `gpu_name` (case-insensitive), else the default."""
+        if gpu_name:
+            for key, target_set in self.per_gpu.items():
+                if key.lower() in gpu_name.lower():
+                    return target_set
+        return self.default
+
+    def for_clip(self, clip_seconds: float, gpu_name: str | None = None) -> ClipTargets | None:
+        return self.for_gpu(gpu_name).clips.get(float(clip_seconds))
+
+    @model_validator(mode="after")
+    def _non_empty(self) -> Targets:
+        if not self.default.clips:
+            raise ValueError("default.clips must list at least one clip length")
+        return self
+
+
+def _format_error(exc: ValidationError, source: str) -> str:
+    err = exc.errors()[0]
+    key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+    msg = err["msg"]
+    if err["type"] == "extra_forbidden":
+        msg = "unknown key"
+    elif err["type"] == "literal_error":
+        allowed = err.get("ctx", {}).get("expected", "")
+        msg = f"not allowed; allowed: {allowed}"
+    elif msg.startswith("Value error, "):
+        msg = msg[len("Value error, "):]
+    value = err.get("input")
+    shown = "" if err["type"] in ("missing", "extra_forbidden") else f" (got {value!r})"
+    more = f" [+{len(exc.errors()) - 1} more problem(s)]" if len(exc.errors()) > 1 else ""
+    return f"{source}: {key}: {msg}{shown}{more}"
+
+
+def _read_yaml(path: Path) -> Any:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config file ({exc.strerror or exc})") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}: not valid YAML{where}") from exc
+    return {} if data is None else data
+
+
+def parse_pipeline_config(data: Any, source: str = "config") -> PipelineConfig:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping, got {type(data).__name__}")
+    try:
+        return PipelineConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_error(exc, source)) from None
+
+
+def load_pipeline_config(path: str | Path | None = None, **overrides: Any) -> PipelineConfig:
+    """The pipeline config from YAML (or the defaults), with top-level `overrides` applied."""
+    data = _read_yaml(Path(path)) if path is not None else {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping, got {type(data).__name__}")
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    return parse_pipeline_config(data, source=str(path) if path else "config")
+
+
+def parse_targets(data: Any, source: str = "targets") -> Targets:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping, got {type(data).__name__}")
+    try:
+        return Targets.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_error(exc, source)) from None
+
+
+DEFAULT_TARGETS_NAME = "targets.yaml"
+
+
+def default_targets_path() -> Path:
+    return Path(str(resources.files("iris_pipeline") / "defaults" / DEFAULT_TARGETS_NAME))
+
+
+def load_targets(path: str | Path | None = None) -> Targets:
+    """Targets from YAML; without a path, the users' targets shipped with the package."""
+    path = Path(path) if path is not None else default_targets_path()
+    return parse_targets(_read_yaml(path), source=str(path))

@@ -1,0 +1,101 @@
+"""Safe, strict checkpoint loading shared by every model.
+
+Official files are read with `torch.load(weights_only=True)`: a pickle that would import or call
+anything outside the allow-list is refused with a `CheckpointError`, never executed.
+"""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from iris_pipeline.errors import CheckpointError
+
+_SHOWN = 5  # how many names of each kind a mismatch error lists
+
+
+def safe_torch_load(path: Path | str, model_name: str, safe_globals: Iterable[Any] = ()) -> Any:
+    """`torch.load` with `weights_only=True`, on CPU, allowing only `safe_globals` beyond tensors."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{model_name}: checkpoint {path} does not exist or is not a file")
+    allowed = list(safe_globals)
+    try:
+        if allowed:
+            with torch.serialization.safe_globals(allowed):
+                return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(
+            f"{model_name}: refused to load {path}: it is not a plain weights file "
+            f"(weights_only=True rejected it: {first})"
+        ) from exc
+    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{model_name}: cannot read checkpoint {path}: {first}") from exc
+
+
+def strip_prefix(state: Mapping[str, Any], prefix: str) -> dict[str, Any]:
+    """Remove `prefix` from every key that has it (e.g. DataParallel's `module.`)."""
+    return {(k[len(prefix):] if k.startswith(prefix) else k): v for k, v in state.items()}
+
+
+def _names(items: list[str]) -> str:
+    shown = ", ".join(items[:_SHOWN])
+    return shown + (f", ... (+{len(items) - _SHOWN} more)" if len(items) > _SHOWN else "")
+
+
+def describe_mismatch(
+    expected: Mapping[str, torch.Size | tuple[int, ...]],
+    found: Mapping[str, torch.Size | tuple[int, ...]],
+) -> str | None:
+    """A one-line description of how two {name: shape} maps differ, or None when they agree."""
+    missing = [k for k in expected if k not in found]
+    unexpected = [k for k in found if k not in expected]
+    wrong = [
+        f"{k} {tuple(found[k])} != {tuple(expected[k])}"
+        for k in expected
+        if k in found and tuple(found[k]) != tuple(expected[k])
+    ]
+    if not (missing or unexpected or wrong):
+        return None
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} missing ({_names(missing)})")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected ({_names(unexpected)})")
+    if wrong:
+        parts.append(f"{len(wrong)} wrong shape ({_names(wrong)})")
+    return "; ".join(parts)
+
+
+def load_state_dict_strict(
+    model: torch.nn.Module,
+    state: Mapping[str, Any],
+    model_name: str,
+    path: Path | str | None = None,
+) -> None:
+    """Copy `state` into `model`, refusing any missing, unexpected or wrong-shape entry."""
+    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        where = f" {path}" if path is not None else ""
+        raise CheckpointError(f"{model_name}: checkpoint{where} does not hold a state dict of tensors")
+    expected = {k: v.shape for k, v in model.state_dict().items()}
+    found = {k: v.shape for k, v in state.items()}
+    problem = describe_mismatch(expected, found)
+    if problem is not None:
+        where = f" {path}" if path is not None else ""
+        raise CheckpointError(
+            f"{model_name}: checkpoint{where} does not match the model "
+            f"({len(found)} entries in file, {len(expected)} in model): {problem}"
+        )
+    model.load_state_dict(dict(state), strict=True)
+
+
+def state_dict_manifest(model: torch.nn.Module) -> dict[str, list[int]]:
+    """{name: shape} of every state-dict entry (parameters and persistent buffers)."""
+    return {k: list(v.shape) for k, v in model.state_dict().items()}
