@@ -1,0 +1,129 @@
+"""FastPitchStage: align the script to the generated speech and render the lip-sync mel.
+
+text -> FastPitch symbols; speech -> FastPitch mel (22.05 kHz, hop 256); the model's aligner gives
+the soft alignment (with the beta-binomial prior it was trained with), monotonic alignment search
+turns it into per-symbol durations summing to the mel's frame count; the decoder renders a mel with
+those durations forced (pitch and energy predicted, pace 1.0); the MelBridge maps it to Wav2Lip's
+mel format with exactly the frame count `audio.wav2lip_mel` gives for the same speech.
+
+`lipsync_features` is a pipeline setting (`PipelineConfig.lipsync_features`), so it is a
+constructor argument, not a stage option: with "speech" the decoder is skipped and the lip-sync
+mel is `audio.wav2lip_mel(speech)` (classic Wav2Lip); alignment still runs for durations and
+subtitles. Stage options (`config.options`): `use_prior` (bool, default true).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from iris_pipeline import models
+from iris_pipeline.alignment import beta_binomial_prior, monotonic_alignment_search
+from iris_pipeline.audio import Waveform, check_waveform, wav2lip_mel
+from iris_pipeline.config import StageConfig
+from iris_pipeline.errors import ConfigError, InputError
+from iris_pipeline.melbridge import MelBridge
+from iris_pipeline.models.fastpitch.mel import fastpitch_mel
+from iris_pipeline.stages.base import Stage
+from iris_pipeline.subtitles import symbol_timings, word_timings
+from iris_pipeline.text.fastpitch_en import EncodedText, encode, warm_up
+
+LipsyncFeatures = Literal["fastpitch", "speech"]
+# Both STFTs reflect-pad by half a window (512 samples at 22.05 kHz): shorter audio has no mel.
+MIN_SPEECH_SECONDS = 0.05
+
+
+class FastPitchOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    use_prior: bool = True
+
+
+def parse_options(options: dict[str, Any]) -> FastPitchOptions:
+    try:
+        return FastPitchOptions.model_validate(options)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        key = ".".join(str(p) for p in err["loc"])
+        if err["type"] == "extra_forbidden":
+            raise ConfigError(f"fastpitch.options.{key}: unknown option; allowed: "
+                              f"{', '.join(FastPitchOptions.model_fields)}") from None
+        raise ConfigError(f"fastpitch.options.{key}: {err['msg']} (got {err.get('input')!r})") from None
+
+
+@dataclass(frozen=True)
+class Alignment:
+    text: EncodedText
+    speech_mel: torch.Tensor  # [80, T] FastPitch log-mel of the speech
+    durations: torch.Tensor  # [N] int64, sum == T
+
+
+class FastPitchStage(Stage):
+    name: ClassVar[str] = "fastpitch"
+    inputs: ClassVar[tuple[str, ...]] = ("text", "speech")
+    outputs: ClassVar[tuple[str, ...]] = ("lipsync_mel", "durations", "timings", "words")
+
+    def __init__(self, config: StageConfig, size: str = "full", device: str | torch.device = "cpu",
+                 lipsync_features: LipsyncFeatures = "fastpitch", seed: int = 0):
+        super().__init__(config, size=size, device=device)
+        if lipsync_features not in ("fastpitch", "speech"):
+            raise ConfigError(f"lipsync_features: {lipsync_features!r} not allowed; allowed: 'fastpitch', 'speech'")
+        self.lipsync_features = lipsync_features
+        self.seed = seed
+        self.options = parse_options(config.options)
+        self.bridge = MelBridge()
+        self.model: torch.nn.Module | None = None
+
+    def _prepare(self) -> None:
+        if self.config.checkpoint is not None:
+            model = models.load("fastpitch", self.config.checkpoint, size=self.size)
+        else:
+            model = models.build("fastpitch", size=self.size, seed=self.seed)
+        self.model = model.to(device=self.device, dtype=self.dtype).eval()
+        warm_up()  # keep the text front end's import cost out of the first chunk
+
+    # --- steps -----------------------------------------------------------------------------------
+
+    @torch.no_grad()  # not inference_mode: outputs go to other stages, which may modify them in place
+    def align(self, text: str, speech: Waveform) -> Alignment:
+        """Symbols of `text`, FastPitch mel of `speech`, and durations from the aligner + MAS."""
+        check_waveform(speech, "speech", min_seconds=MIN_SPEECH_SECONDS)
+        encoded = encode(text, "text")
+        mel = fastpitch_mel(speech.samples.detach().float().to(self.device), speech.sample_rate)
+        n_frames, n_symbols = mel.shape[-1], len(encoded.ids)
+        if n_frames < n_symbols:
+            raise InputError(f"speech: {speech.seconds:.2f} s gives {n_frames} mel frames, fewer than the "
+                             f"{n_symbols} symbols of the text; cannot align")
+        ids = torch.tensor(encoded.ids, dtype=torch.long, device=self.device)[None]
+        prior = beta_binomial_prior(n_symbols, n_frames).to(self.device)[None] if self.options.use_prior else None
+        log_attn = self.model.align(ids, mel[None].to(self.dtype), prior)
+        durations = torch.from_numpy(monotonic_alignment_search(log_attn[0])).to(self.device)
+        return Alignment(encoded, mel, durations)
+
+    @torch.no_grad()
+    def render(self, symbol_ids: torch.Tensor, durations: torch.Tensor) -> torch.Tensor:
+        """FastPitch log-mel [80, sum(durations)] for symbol ids [N] with forced durations [N]."""
+        out = self.model.infer(symbol_ids.to(self.device)[None], durations=durations.to(self.device)[None],
+                               pace=1.0)
+        return out.mel[0, :, : int(out.mel_lengths[0])].float()
+
+    def run(self, **inputs: Any) -> dict[str, Any]:
+        self.check_inputs(inputs)
+        text, speech = inputs["text"], inputs["speech"]
+        alignment = self.align(text, speech)
+        if self.lipsync_features == "fastpitch":
+            ids = torch.tensor(alignment.text.ids, dtype=torch.long, device=self.device)
+            mel = self.render(ids, alignment.durations)
+            lipsync = self.bridge(mel, speech.seconds)
+        else:
+            lipsync = wav2lip_mel(speech.samples.float(), speech.sample_rate).to(self.device)
+        timings = symbol_timings(alignment.text.symbols, alignment.durations.cpu().numpy(), end_s=speech.seconds)
+        return {
+            "lipsync_mel": lipsync,
+            "durations": alignment.durations,
+            "timings": timings,
+            "words": word_timings(timings),
+        }

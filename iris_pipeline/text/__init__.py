@@ -1,0 +1,1 @@
+"""Text front ends: symbols and phonemes for the TTS and alignment models."""
