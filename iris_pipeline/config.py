@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
@@ -215,7 +214,7 @@ DEFAULT_TARGETS_NAME = "targets.yaml"
 
 
 def default_targets_path() -> Path:
-    return Path(str(resources.files("iris_pipeline") / "defaults" / DEFAULT_TARGETS_NAME))
+    return Path(__file__).resolve().parent / "defaults" / DEFAULT_TARGETS_NAME
 
 
 def load_targets(path: str | Path | None = None) -> Targets:
