@@ -1,0 +1,220 @@
+"""Frames and speech -> mp4 (H.264 + AAC) with PyAV, and a reader that reports what a file holds.
+
+A clip has exactly `frame_count_for(speech)` frames: frame f covers [f / fps, (f + 1) / fps) and
+every sample of the speech falls in one. The file is written under a temporary name in the
+destination's directory and renamed only once complete, so a failed render leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from iris_pipeline.audio import Waveform
+from iris_pipeline.errors import InputError
+
+_AUDIO_FRAME = 1024  # AAC frame size in samples
+
+
+def fps_fraction(fps: float) -> Fraction:
+    """25.0 -> 25, 29.97 -> 2997/100, 30000/1001 (as a float) -> 30000/1001."""
+    return Fraction(fps).limit_denominator(1001)
+
+
+def frame_count_for(num_samples: int, sample_rate: int, fps: float) -> int:
+    """Video frames needed to cover `num_samples` of audio: ceil(seconds * fps), in exact arithmetic."""
+    return math.ceil(Fraction(int(num_samples), int(sample_rate)) * fps_fraction(fps))
+
+
+def check_speech_for_video(speech: Waveform, fps: float) -> None:
+    if speech.samples.numel() * fps_fraction(fps) < speech.sample_rate:
+        raise InputError(f"speech: {speech.seconds:.3f} s of audio is shorter than one video frame (1/{fps:g} s)")
+
+
+def _video_codec() -> str:
+    """H.264 (libx264 or another H.264 encoder of this FFmpeg build), else MPEG-4 part 2."""
+    import av
+
+    for name in ("libx264", "h264"):
+        try:
+            av.codec.Codec(name, "w")
+            return name
+        except Exception:  # av.codec.codec.UnknownCodecError and friends
+            continue
+    return "mpeg4"
+
+
+def _as_uint8_frames(frames: Any) -> np.ndarray:
+    if isinstance(frames, torch.Tensor):
+        frames = frames.detach().cpu().numpy()
+    frames = np.asarray(frames)
+    if frames.ndim == 3:
+        frames = frames[None]
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+        raise ValueError(f"frames must be uint8 [N, H, W, 3], got {frames.dtype} {frames.shape}")
+    return frames
+
+
+class Mp4Writer:
+    """Streamed mp4 writing: `write_frames` / `write_audio` any number of times, then `close()`.
+
+    Used as a context manager, an exception inside the block removes the temporary file.
+    """
+
+    def __init__(self, path: str | Path, fps: float, width: int, height: int, sample_rate: int | None = None,
+                 crf: int = 18, preset: str = "veryfast"):
+        import av
+
+        self.path = Path(path)
+        self.fps = fps_fraction(fps)
+        self.width, self.height = int(width), int(height)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.stem}-", suffix=".mp4.tmp")
+        os.close(fd)
+        self._tmp = Path(tmp)
+        self._container = av.open(str(self._tmp), mode="w", format="mp4")
+        codec = _video_codec()
+        self._video = self._container.add_stream(codec, rate=self.fps)
+        # yuv420p needs even sizes: odd frames get their last row / column repeated
+        self._video.width, self._video.height = self.width + self.width % 2, self.height + self.height % 2
+        self._video.pix_fmt = "yuv420p"
+        self._video.time_base = 1 / self.fps
+        if codec in ("libx264", "h264"):
+            self._video.options = {"crf": str(crf), "preset": preset}
+        self._audio = None
+        self.sample_rate = sample_rate
+        if sample_rate is not None:
+            self._audio = self._container.add_stream("aac", rate=int(sample_rate), layout="mono")
+            self._audio.time_base = Fraction(1, int(sample_rate))
+        self.frames_written = 0
+        self.samples_written = 0
+        self._pending = np.zeros(0, dtype=np.float32)
+        self._closed = False
+
+    def write_frames(self, frames: Any) -> None:
+        import av
+
+        for image in _as_uint8_frames(frames):
+            if image.shape[0] != self.height or image.shape[1] != self.width:
+                raise ValueError(f"frame is {image.shape[1]}x{image.shape[0]}, the video is {self.width}x{self.height}")
+            if self.width % 2 or self.height % 2:
+                image = np.pad(image, ((0, self.height % 2), (0, self.width % 2), (0, 0)), mode="edge")
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
+            frame.pts = self.frames_written
+            self._container.mux(self._video.encode(frame))
+            self.frames_written += 1
+
+    def write_audio(self, samples: torch.Tensor | np.ndarray) -> None:
+        if self._audio is None:
+            raise ValueError("this writer was opened without a sample_rate: it has no audio stream")
+        if isinstance(samples, torch.Tensor):
+            samples = samples.detach().cpu().float().numpy()
+        data = np.concatenate([self._pending, np.asarray(samples, dtype=np.float32).reshape(-1)])
+        whole = len(data) - len(data) % _AUDIO_FRAME
+        for start in range(0, whole, _AUDIO_FRAME):
+            self._encode_audio(data[start:start + _AUDIO_FRAME])
+        self._pending = data[whole:]
+
+    def _encode_audio(self, block: np.ndarray) -> None:
+        import av
+
+        frame = av.AudioFrame.from_ndarray(np.clip(block, -1.0, 1.0)[None], format="fltp", layout="mono")
+        frame.sample_rate = int(self.sample_rate)
+        frame.pts = self.samples_written
+        self.samples_written += len(block)
+        self._container.mux(self._audio.encode(frame))
+
+    def close(self) -> Path:
+        """Flush the encoders, finish the file and move it to `path`."""
+        if self._closed:
+            return self.path
+        if self._audio is not None and len(self._pending):
+            self._encode_audio(self._pending)
+            self._pending = np.zeros(0, dtype=np.float32)
+        self._container.mux(self._video.encode(None))
+        if self._audio is not None:
+            self._container.mux(self._audio.encode(None))
+        self._container.close()
+        self._closed = True
+        os.replace(self._tmp, self.path)
+        return self.path
+
+    def abort(self) -> None:
+        if not self._closed:
+            try:
+                self._container.close()
+            except Exception:  # a half-written container may fail to finalise; it is discarded anyway
+                pass
+            self._closed = True
+        self._tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> Mp4Writer:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+def write_mp4(path: str | Path, frames: Any, fps: float, speech: Waveform | None = None) -> Path:
+    """Write all `frames` (uint8 [N, H, W, 3] RGB) and the speech; N must be `frame_count_for(speech)`."""
+    frames = _as_uint8_frames(frames)
+    if speech is not None:
+        check_speech_for_video(speech, fps)
+        wanted = frame_count_for(speech.samples.numel(), speech.sample_rate, fps)
+        if len(frames) != wanted:
+            raise ValueError(f"{len(frames)} frames given; {speech.seconds:.3f} s of speech at {fps:g} fps needs {wanted}")
+    height, width = frames.shape[1:3]
+    with Mp4Writer(path, fps, width, height, speech.sample_rate if speech is not None else None) as writer:
+        writer.write_frames(frames)
+        if speech is not None:
+            writer.write_audio(speech.samples)
+    return Path(path)
+
+
+@dataclass(frozen=True)
+class Mp4Info:
+    frame_count: int
+    fps: float
+    width: int
+    height: int
+    video_codec: str
+    audio_codec: str | None
+    audio_sample_rate: int | None
+    audio_samples: int  # decoded samples (AAC rounds up to whole 1024-sample frames)
+    audio_seconds: float | None  # the stream's declared duration
+
+    @property
+    def video_seconds(self) -> float:
+        return self.frame_count / self.fps
+
+
+def read_mp4_info(path: str | Path) -> Mp4Info:
+    """Decode a video file and report its streams (frame count by decoding, not by metadata)."""
+    import av
+
+    with av.open(str(path)) as container:
+        video = container.streams.video[0]
+        frame_count = sum(1 for _ in container.decode(video))
+        fps = float(video.average_rate or video.guessed_rate or 0)
+        width, height, vcodec = video.codec_context.width, video.codec_context.height, video.codec_context.name
+    audio_codec = audio_rate = audio_seconds = None
+    audio_samples = 0
+    with av.open(str(path)) as container:
+        if container.streams.audio:
+            audio = container.streams.audio[0]
+            audio_codec, audio_rate = audio.codec_context.name, audio.codec_context.sample_rate
+            if audio.duration is not None and audio.time_base is not None:
+                audio_seconds = float(audio.duration * audio.time_base)
+            audio_samples = sum(frame.samples for frame in container.decode(audio))
+    return Mp4Info(frame_count, fps, width, height, vcodec, audio_codec, audio_rate, audio_samples, audio_seconds)

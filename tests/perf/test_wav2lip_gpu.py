@@ -1,0 +1,65 @@
+"""GPU timing of the full-size Wav2Lip stage in fp16 (random weights: timing does not depend on them).
+
+Per clip length L: L * 25 frames of a 1280x720 avatar, mel windows of L seconds of speech, one
+`Wav2LipStage.run` call (generator batches, paste-back, frames on the host). CUDA events around
+the call, device synchronised; median of 30 runs after 3 warm-up runs. Run with `pytest -m gpu -s`.
+"""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from iris_pipeline.config import StageConfig
+from iris_pipeline.stages.wav2lip import Wav2LipStage
+
+PHOTO = Path(__file__).resolve().parents[1] / "data" / "astronaut_face.jpg"
+FPS = 25.0
+WARMUP, RUNS = 3, 30
+
+
+@pytest.fixture(scope="module")
+def stage_and_avatar(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("wav2lip_gpu")
+    canvas = np.full((720, 1280, 3), 40, np.uint8)  # a 720p avatar with the photo's face in it
+    photo = cv2.resize(cv2.imread(str(PHOTO)), (512, 512))
+    canvas[104:616, 384:896] = photo
+    avatar_path = tmp / "avatar_720p.png"
+    cv2.imwrite(str(avatar_path), canvas)
+    stage = Wav2LipStage(StageConfig(precision="fp16", options={"cache_dir": str(tmp / "cache")}),
+                         size="full", device="cuda")
+    stage.prepare()
+    return stage, stage.prepare_avatar(avatar_path, fps=FPS)
+
+
+@pytest.mark.gpu
+def test_wav2lip_full_fp16_stage_time(stage_and_avatar, clip_lengths, record_property):
+    stage, avatar = stage_and_avatar
+    gen = torch.Generator().manual_seed(0)
+    for seconds in clip_lengths:
+        frames = int(round(seconds * FPS))
+        total = 1 + int(seconds * 16000) // 200
+        mel = (torch.rand(80, total, generator=gen) * 8 - 4).cuda()
+        inputs = dict(mel=mel, mel_offset=0, total_mel_frames=total, avatar=avatar, frame_start=0,
+                      frame_count=frames, fps=FPS)
+        for _ in range(WARMUP):
+            stage.run(**inputs)
+        times = []
+        for _ in range(RUNS):
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            torch.cuda.synchronize()
+            start.record()
+            out = stage.run(**inputs)
+            end.record()
+            torch.cuda.synchronize()
+            times.append(start.elapsed_time(end))
+        assert out["frames"].shape == (frames, 720, 1280, 3)
+        median = statistics.median(times)
+        record_property(f"wav2lip_ms_median_{seconds:g}s", round(median, 2))
+        print(f"wav2lip full fp16 on {torch.cuda.get_device_name()}: L={seconds:g}s ({frames} frames 1280x720) "
+              f"median {median:.1f} ms over {RUNS} runs (min {min(times):.1f}, max {max(times):.1f})")
