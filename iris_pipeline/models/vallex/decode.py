@@ -1,0 +1,408 @@
+"""Fast VALL-E X decoding: batched AR with a static KV cache (optionally CUDA-graph replayed), batched NAR.
+
+Layout of the AR cache (one row per sequence, `capacity` columns): each sequence's prefix
+[text tokens ; BOS ; prompt codebook-0 codes] is LEFT-padded so that every prefix ends at the same
+column P. Step t then writes column P + t for all sequences at once, so the step has static shapes
+(write column, audio positions and step index live in device tensors that the step itself advances).
+Padding columns are never valid keys; a padding query row of the prefill only sees itself.
+
+Semantics are the official `VALLE.inference` (see `model.py` for the uncached reference):
+* sampling: logits / temperature (if != 1), top-k if top_k > 0, softmax, one multinomial draw from a
+  seeded `torch.Generator` (in float32); `greedy=True` takes the argmax instead. With
+  `in_graph=True` the draw is a Gumbel-max over noise drawn up front from the same generator (the
+  same distribution, another random stream), so sampling, stop rules and the model step form ONE
+  replayable graph per frame;
+* stop: a sequence ends when it samples EOS (1024) or when it has `max_frames` new frames
+  (default: the official cap 16 x its number of text tokens); EOS is suppressed while it has fewer
+  than `min_frames` (default 1, so a sequence is never empty: the official code crashes then);
+* NAR: stages 1..7, greedy, no attention mask, the whole prompt (8 codebooks) as prefix.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
+
+import torch
+import torch.nn.functional as F
+
+from iris_pipeline.errors import InputError
+from iris_pipeline.models.vallex.config import EOS_ID, MAX_NEW_FRAMES_PER_TEXT_TOKEN
+from iris_pipeline.models.vallex.model import Vallex
+
+
+@dataclass
+class DecodeRequest:
+    """One sequence to decode.
+
+    text: LongTensor [S] = prompt phoneme ids ++ target phoneme ids; languages: LongTensor [S], the
+    model language id of each text token; prompt_codes: LongTensor [T_p, 8] (T_p may be 0).
+    """
+
+    text: torch.Tensor
+    languages: torch.Tensor
+    prompt_codes: torch.Tensor
+    min_frames: int | None = None
+    max_frames: int | None = None
+
+    def frame_limits(self) -> tuple[int, int]:
+        """(min, max) new frames, with the official defaults filled in."""
+        max_frames = self.max_frames
+        if max_frames is None:
+            max_frames = MAX_NEW_FRAMES_PER_TEXT_TOKEN * int(self.text.shape[0])
+        min_frames = 1 if self.min_frames is None else self.min_frames
+        if max_frames < 1:
+            raise InputError(f"vallex: max_frames must be >= 1, got {max_frames}")
+        if not 0 <= min_frames <= max_frames:
+            raise InputError(f"vallex: min_frames {min_frames} must lie in [0, max_frames={max_frames}]")
+        return min_frames, max_frames
+
+
+@dataclass
+class DecodeResult:
+    codes: torch.Tensor  # LongTensor [T_g, 8]
+    ar_logits: torch.Tensor | None = None  # [T_g, 1025]: the logits each AR frame was drawn from
+
+
+@dataclass(frozen=True)
+class Sampling:
+    top_k: int = -100  # <= 0: no top-k (official default)
+    temperature: float = 1.0
+    greedy: bool = False
+    in_graph: bool = False  # Gumbel-max on pre-drawn noise, fused with the step (see module doc)
+
+
+def filtered_logits(logits: torch.Tensor, step: int | torch.Tensor, min_frames: torch.Tensor,
+                    sampling: Sampling) -> torch.Tensor:
+    """float32 logits [B, V] after temperature, EOS suppression before `min_frames`, and top-k."""
+    logits = logits.float()
+    if not sampling.greedy and sampling.temperature != 1.0:
+        logits = logits / sampling.temperature
+    is_eos = torch.arange(logits.shape[1], device=logits.device) == EOS_ID
+    logits = logits.masked_fill((min_frames > step).unsqueeze(1) & is_eos, float("-inf"))
+    if not sampling.greedy and sampling.top_k > 0:
+        kth = torch.topk(logits, min(sampling.top_k, logits.shape[-1]), dim=-1).values[..., -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    return logits
+
+
+def sample_next(logits: torch.Tensor, step: int, min_frames: torch.Tensor, max_frames: torch.Tensor,
+                finished: torch.Tensor, sampling: Sampling, generator: torch.Generator | None) -> torch.Tensor:
+    """Next codebook-0 token [B] of every sequence from logits [B, 1025] at new-frame index `step`."""
+    logits = filtered_logits(logits, step, min_frames, sampling)
+    if sampling.greedy:
+        token = logits.argmax(dim=-1)
+    else:
+        token = torch.multinomial(F.softmax(logits, dim=-1), 1, generator=generator)[:, 0]
+    done = finished | (max_frames <= step)
+    return torch.where(done, torch.full_like(token, EOS_ID), token)
+
+
+@dataclass
+class StaticARCache:
+    """Preallocated decode state for `batch` sequences of up to `capacity` positions."""
+
+    keys: torch.Tensor  # [layers, B, H, capacity, head_dim]
+    values: torch.Tensor
+    valid: torch.Tensor  # [B, capacity] bool: column holds a real key
+    token: torch.Tensor  # [B] long: the token fed at the next step
+    audio_pos: torch.Tensor  # [B] long: its position in the AR audio stream
+    column: torch.Tensor  # [1] long: the cache column the next step writes
+    logits: torch.Tensor  # [B, 1025]: written by every step
+    # state of the in-graph sampler
+    step: torch.Tensor  # [1] long: new-frame index of the next sample
+    finished: torch.Tensor  # [B] bool
+    min_frames: torch.Tensor  # [B] long
+    max_frames: torch.Tensor  # [B] long
+    tokens: torch.Tensor  # [B, capacity] long: sampled tokens by new-frame index
+    noise: torch.Tensor | None = None  # [capacity, B, V] uniform noise (allocated on first use)
+    graphs: dict = field(default_factory=dict)
+    graph_table_ptr: int = 0
+
+    @classmethod
+    def allocate(cls, model: Vallex, batch: int, capacity: int) -> StaticARCache:
+        p = next(model.parameters())
+        cfg = model.config
+        shape = (cfg.num_layers, batch, cfg.nhead, capacity, cfg.head_dim)
+
+        def longs(*size: int) -> torch.Tensor:
+            return torch.zeros(size, dtype=torch.long, device=p.device)
+
+        return cls(
+            keys=torch.zeros(shape, dtype=p.dtype, device=p.device),
+            values=torch.zeros(shape, dtype=p.dtype, device=p.device),
+            valid=torch.zeros(batch, capacity, dtype=torch.bool, device=p.device),
+            token=longs(batch), audio_pos=longs(batch), column=longs(1),
+            logits=torch.zeros(batch, cfg.num_audio_tokens + 1, dtype=p.dtype, device=p.device),
+            step=longs(1), finished=torch.zeros(batch, dtype=torch.bool, device=p.device),
+            min_frames=longs(batch), max_frames=longs(batch), tokens=longs(batch, capacity),
+        )
+
+    @property
+    def batch(self) -> int:
+        return self.keys.shape[1]
+
+    @property
+    def capacity(self) -> int:
+        return self.keys.shape[3]
+
+    def state(self) -> list[torch.Tensor]:
+        """Every small tensor a step changes (K/V columns beyond the valid ones are scratch)."""
+        return [self.valid, self.token, self.audio_pos, self.column, self.logits, self.step, self.finished,
+                self.tokens]
+
+
+def ar_step(model: Vallex, cache: StaticARCache) -> None:
+    """One AR step for every sequence: static shapes, in-place state, no host sync (CUDA-graph safe)."""
+    cache.valid.index_fill_(1, cache.column, True)
+    x = model.ar_audio_position.at(model.ar_audio_embedding(cache.token), cache.audio_pos).unsqueeze(1)
+    # one additive mask for all layers (a boolean one would be converted in every layer)
+    bias = torch.zeros_like(cache.valid, dtype=cache.keys.dtype).masked_fill_(~cache.valid, float("-inf"))
+    bias = bias[:, None, None, :]
+    for i, layer in enumerate(model.ar_decoder.layers):
+        q, k, v = layer.self_attn.project(layer.norm1(x))
+        cache.keys[i].index_copy_(2, cache.column, k)
+        cache.values[i].index_copy_(2, cache.column, v)
+        h = x + layer.self_attn.attend(q, cache.keys[i], cache.values[i], bias)
+        x = layer.feed_forward(h)
+    cache.logits.copy_(model.ar_predict_layer(model.ar_decoder.final_norm(x[:, 0])))
+    cache.column.add_(1)
+    cache.audio_pos.add_(1)
+
+
+def gumbel_argmax(logits: torch.Tensor, uniform: torch.Tensor) -> torch.Tensor:
+    """argmax(logits + Gumbel noise): a draw from softmax(logits), given uniform noise in [0, 1)."""
+    return (logits - torch.log(-torch.log(uniform))).argmax(dim=-1)
+
+
+def sample_and_step(model: Vallex, cache: StaticARCache, sampling: Sampling) -> None:
+    """In-graph sampler: draw frame `cache.step` from `cache.logits`, record it, then run `ar_step` on it."""
+    logits = filtered_logits(cache.logits, cache.step, cache.min_frames, sampling)
+    if sampling.greedy:
+        token = logits.argmax(dim=-1)
+    else:
+        token = gumbel_argmax(logits, cache.noise.index_select(0, cache.step)[0])
+    done = cache.finished | (cache.max_frames <= cache.step)
+    token = torch.where(done, torch.full_like(token, EOS_ID), token)
+    cache.tokens.index_copy_(1, cache.step, token.unsqueeze(1))
+    cache.finished.logical_or_(token == EOS_ID)
+    cache.token.copy_(token)
+    cache.step.add_(1)
+    ar_step(model, cache)
+
+
+def capture_graph(fn: Callable[[], None], state: list[torch.Tensor], warmup: int = 2) -> torch.cuda.CUDAGraph:
+    """Capture `fn` in a CUDA graph; the tensors in `state` are left as they were before."""
+    saved = [t.clone() for t in state]
+    device = state[0].device
+    stream = torch.cuda.Stream(device=device)
+    stream.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(stream):
+        for _ in range(warmup):  # allocations and lazy initialisation happen outside the capture
+            fn()
+    torch.cuda.current_stream(device).wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        fn()
+    for tensor, value in zip(state, saved, strict=True):
+        tensor.copy_(value)
+    # The warm-up wrote K/V into columns that are invalid again; later steps overwrite them.
+    return graph
+
+
+class VallexDecoder:
+    """Batched AR + NAR decoding for one model (bound to the model's current device and dtype).
+
+    use_cuda_graph: capture the step once per (batch, capacity, sampler) in a `torch.cuda.CUDAGraph`
+    and replay it (CUDA only). Capacities are rounded up to `capacity_multiple` so graphs get reused.
+    eos_check_every: how often (in steps) the host checks whether every sequence has ended; a check
+    is a device sync, and steps run after every sequence ended only cost time (their tokens are EOS).
+    """
+
+    def __init__(self, model: Vallex, use_cuda_graph: bool = False, capacity_multiple: int = 256,
+                 eos_check_every: int = 8):
+        self.model = model
+        self.device = next(model.parameters()).device
+        self.use_cuda_graph = bool(use_cuda_graph) and self.device.type == "cuda"
+        self.capacity_multiple = capacity_multiple
+        self.eos_check_every = max(1, eos_check_every)
+        self._caches: dict[tuple[int, int], StaticARCache] = {}
+
+    # ---- AR ---------------------------------------------------------------------------------
+    def cache_for(self, batch: int, needed: int) -> StaticARCache:
+        capacity = math.ceil(needed / self.capacity_multiple) * self.capacity_multiple
+        key = (batch, capacity)
+        if key not in self._caches:
+            self._caches[key] = StaticARCache.allocate(self.model, batch, capacity)
+        return self._caches[key]
+
+    @torch.no_grad()
+    def prefill(self, requests: list[DecodeRequest], max_new: int) -> StaticARCache:
+        """Run every prefix through the AR, fill the cache, leave the first step's logits in `cache.logits`."""
+        model = self.model
+        streams = [model.ar_stream(r.prompt_codes[:, 0].to(self.device)) for r in requests]
+        texts = [model.ar_text(r.text.to(self.device), r.languages.to(self.device)) for r in requests]
+        prefix_lens = [t.shape[0] + s.shape[0] for t, s in zip(texts, streams, strict=True)]
+        width = max(prefix_lens)
+        cache = self.cache_for(len(requests), width + max_new)
+        model.ar_audio_position.ensure_length(max(cache.capacity, model.config.positional_table))
+
+        d = model.config.d_model
+        dtype = cache.keys.dtype
+        x = torch.zeros(len(requests), width, d, dtype=dtype, device=self.device)
+        allowed = torch.eye(width, dtype=torch.bool, device=self.device).repeat(len(requests), 1, 1)
+        cache.valid.zero_()
+        for b, (text, stream, n) in enumerate(zip(texts, streams, prefix_lens, strict=True)):
+            start = width - n
+            x[b, start:] = torch.cat([text, model.ar_audio(stream)], dim=0).to(dtype)
+            allowed[b, start:, start:] = model.ar_allowed_mask(text.shape[0], stream.shape[0], self.device)
+            cache.valid[b, start:width] = True
+        allowed = allowed.unsqueeze(1)
+        for i, layer in enumerate(model.ar_decoder.layers):
+            q, k, v = layer.self_attn.project(layer.norm1(x))
+            cache.keys[i, :, :, :width] = k
+            cache.values[i, :, :, :width] = v
+            x = layer.feed_forward(x + layer.self_attn.attend(q, k, v, allowed))
+        cache.logits.copy_(model.ar_predict_layer(model.ar_decoder.final_norm(x[:, -1])))
+        cache.column.fill_(width)
+        cache.audio_pos.copy_(torch.tensor([s.shape[0] for s in streams], device=self.device))
+        return cache
+
+    def _run(self, cache: StaticARCache, key: tuple, fn: Callable[[], None]) -> None:
+        """`fn()` eagerly, or as a replay of its graph (captured on first use)."""
+        if not self.use_cuda_graph:
+            fn()
+            return
+        table_ptr = self.model.ar_audio_position.table.data_ptr()
+        if cache.graph_table_ptr != table_ptr:  # the positional table was regrown: graphs are stale
+            cache.graphs.clear()
+            cache.graph_table_ptr = table_ptr
+        graph = cache.graphs.get(key)
+        if graph is None:
+            graph = cache.graphs[key] = capture_graph(fn, cache.state())
+        graph.replay()
+
+    @torch.no_grad()
+    def decode_ar(self, requests: list[DecodeRequest], sampling: Sampling | None = None,
+                  generator: torch.Generator | None = None,
+                  return_logits: bool = False) -> tuple[list[torch.Tensor], list[torch.Tensor] | None]:
+        """Codebook 0 of the new frames of every request ([T_g] each), and optionally their logits."""
+        sampling = sampling or Sampling()
+        limits = [r.frame_limits() for r in requests]
+        max_new = max(hi for _, hi in limits)
+        # Early exit is possible only once every sequence may stop.
+        first_check = max(lo for lo, _ in limits)
+        can_stop_early = any(lo < hi for lo, hi in limits)
+
+        cache = self.prefill(requests, max_new)
+        cache.min_frames.copy_(torch.tensor([lo for lo, _ in limits]))
+        cache.max_frames.copy_(torch.tensor([hi for _, hi in limits]))
+        cache.finished.zero_()
+        cache.step.zero_()
+        cache.tokens.fill_(EOS_ID)
+        if sampling.in_graph and not sampling.greedy:
+            if cache.noise is None:
+                cache.noise = torch.empty(cache.capacity, cache.batch, cache.logits.shape[1],
+                                          device=self.device)
+            cache.noise[:max_new].uniform_(generator=generator)
+        fused = partial(sample_and_step, self.model, cache, sampling)
+        plain = partial(ar_step, self.model, cache)
+
+        logits_seen = [] if return_logits else None
+        steps = max_new
+        for t in range(max_new):
+            if logits_seen is not None:
+                logits_seen.append(cache.logits.float().clone())
+            if sampling.in_graph:
+                self._run(cache, ("sample+step", sampling), fused)
+            else:
+                token = sample_next(cache.logits, t, cache.min_frames, cache.max_frames, cache.finished,
+                                    sampling, generator)
+                cache.tokens[:, t] = token
+                cache.finished.logical_or_(token == EOS_ID)
+                if t + 1 < max_new:
+                    cache.token.copy_(token)
+                    self._run(cache, ("step",), plain)
+            if can_stop_early and t + 1 >= first_check and (t + 1) % self.eos_check_every == 0 \
+                    and bool(cache.finished.all()):
+                steps = t + 1
+                break
+        tokens = cache.tokens[:, :steps].clone()
+        is_eos = tokens == EOS_ID
+        lengths = torch.where(is_eos.any(dim=1), is_eos.int().argmax(dim=1),
+                              torch.full((len(requests),), steps, device=self.device)).tolist()
+        codes = [tokens[b, :n] for b, n in enumerate(lengths)]
+        logits = None
+        if logits_seen is not None:
+            stacked = torch.stack(logits_seen, dim=1)
+            logits = [stacked[b, :n] for b, n in enumerate(lengths)]
+        return codes, logits
+
+    # ---- NAR --------------------------------------------------------------------------------
+    @torch.no_grad()
+    def decode_nar(self, requests: list[DecodeRequest], codebook0: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Codes [T_g, 8] of every request from its generated codebook 0, all sequences in one batch."""
+        model = self.model
+        emb = model.nar_audio_embeddings
+        n_q = model.config.num_quantizers
+        dev, d = self.device, model.config.d_model
+        dtype = next(model.parameters()).dtype
+        texts = [model.nar_text(r.text.to(dev), r.languages.to(dev)) for r in requests]
+        prompts = [r.prompt_codes.to(dev).long() for r in requests]
+        gens = [c.to(dev).long() for c in codebook0]
+        text_lens = [t.shape[0] for t in texts]
+        prompt_lens = [p.shape[0] for p in prompts]
+        gen_lens = [g.shape[0] for g in gens]
+        total = [s + p + g for s, p, g in zip(text_lens, prompt_lens, gen_lens, strict=True)]
+        batch, width, gen_width = len(requests), max(total), max(gen_lens)
+        model.nar_audio_position.ensure_length(width)
+
+        text_part = torch.zeros(batch, width, d, dtype=dtype, device=dev)
+        audio_part = torch.zeros(batch, width, d, dtype=dtype, device=dev)
+        audio_positions = torch.zeros(batch, width, dtype=torch.long, device=dev)
+        is_audio = torch.zeros(batch, width, 1, dtype=dtype, device=dev)
+        gen_cols = torch.zeros(batch, gen_width, dtype=torch.long, device=dev)
+        gen_valid = torch.zeros(batch, gen_width, dtype=torch.bool, device=dev)
+        for b in range(batch):
+            s, p, g = text_lens[b], prompt_lens[b], gen_lens[b]
+            text_part[b, :s] = texts[b].to(dtype)
+            audio = emb[0](torch.cat([prompts[b][:, 0], gens[b]]))
+            for j in range(1, n_q):  # the prompt is complete: all 8 codebooks
+                audio[:p] = audio[:p] + emb[j](prompts[b][:, j])
+            audio_part[b, s:s + p + g] = audio.to(dtype)
+            audio_positions[b, s:s + p + g] = torch.arange(p + g, device=dev)
+            is_audio[b, s:s + p + g] = 1
+            gen_cols[b, :g] = torch.arange(s + p, s + p + g, device=dev)
+            gen_valid[b, :g] = True
+        allowed = None
+        if min(total) != width:  # padding keys exist: hide them from every query
+            lengths = torch.tensor(total, device=dev)
+            allowed = (torch.arange(width, device=dev)[None, :] < lengths[:, None])[:, None, None, :]
+        audio_pe = model.nar_audio_position.alpha * model.nar_audio_position.table[audio_positions] * is_audio
+
+        codes = [g[:, None] for g in gens]
+        gather = gen_cols.unsqueeze(-1).expand(-1, -1, d)
+        for stage in range(1, n_q):
+            x = text_part + audio_part + audio_pe
+            h = model.nar_decoder(x, allowed, model.nar_stage_vector(stage))
+            logits = model.nar_predict_layers[stage - 1](torch.gather(h, 1, gather))
+            codes_stage = logits.argmax(dim=-1)  # [B, gen_width]
+            if stage < n_q - 1:
+                delta = emb[stage](codes_stage).to(dtype) * gen_valid.unsqueeze(-1)
+                audio_part = audio_part.scatter_add(1, gather, delta)
+            codes = [torch.cat([c, codes_stage[b, :gen_lens[b], None]], dim=1) for b, c in enumerate(codes)]
+        return codes
+
+    # ---- both ---------------------------------------------------------------------------------
+    @torch.no_grad()
+    def generate(self, requests: list[DecodeRequest], sampling: Sampling | None = None,
+                 generator: torch.Generator | None = None, return_logits: bool = False) -> list[DecodeResult]:
+        """AR then NAR for every request, batched."""
+        if not requests:
+            return []
+        codebook0, logits = self.decode_ar(requests, sampling, generator, return_logits)
+        codes = self.decode_nar(requests, codebook0)
+        return [DecodeResult(codes=c, ar_logits=None if logits is None else logits[b])
+                for b, c in enumerate(codes)]
