@@ -152,21 +152,45 @@ class Targets(_Strict):
         return self
 
 
-def _format_error(exc: ValidationError, source: str) -> str:
+def describe_validation_error(exc: ValidationError, prefix: str = "", allowed_keys: Any = None,
+                              unknown: str = "unknown key") -> str:
+    """One line for the first problem of a pydantic error: `<prefix.key>: what is wrong (got value)`.
+
+    Unknown keys list the allowed ones (`allowed_keys`, e.g. a model's fields) when given.
+    """
     err = exc.errors()[0]
-    key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+    loc = list(err["loc"])
+    in_item = False
+    while loc and isinstance(loc[-1], int) and err["type"] in ("missing", "too_long", "too_short"):
+        loc.pop()  # an item of a tuple / list: name the field, not the position
+        in_item = True
+    key = ".".join(str(p) for p in loc)
+    where = ".".join(part for part in (prefix, key) if part) or "(top level)"
     msg = err["msg"]
-    if err["type"] == "extra_forbidden":
-        msg = "unknown key"
+    if in_item:
+        msg = "wrong number of items"
+    elif err["type"] == "extra_forbidden":
+        msg = unknown + (f"; allowed: {', '.join(allowed_keys)}" if allowed_keys else "")
     elif err["type"] == "literal_error":
-        allowed = err.get("ctx", {}).get("expected", "")
-        msg = f"not allowed; allowed: {allowed}"
+        msg = f"not allowed; allowed: {err.get('ctx', {}).get('expected', '')}"
     elif msg.startswith("Value error, "):
         msg = msg[len("Value error, "):]
-    value = err.get("input")
-    shown = "" if err["type"] in ("missing", "extra_forbidden") else f" (got {value!r})"
+    shown = "" if err["type"] in ("missing", "extra_forbidden") and not in_item else f" (got {err.get('input')!r})"
     more = f" [+{len(exc.errors()) - 1} more problem(s)]" if len(exc.errors()) > 1 else ""
-    return f"{source}: {key}: {msg}{shown}{more}"
+    return f"{where}: {msg}{shown}{more}"
+
+
+def _format_error(exc: ValidationError, source: str) -> str:
+    return f"{source}: {describe_validation_error(exc)}"
+
+
+def parse_options(model: type[BaseModel], options: Any, prefix: str) -> Any:
+    """Validate a stage's `options` mapping with its pydantic model; a bad value is a ConfigError."""
+    try:
+        return model.model_validate(options)
+    except ValidationError as exc:
+        raise ConfigError(describe_validation_error(exc, prefix, allowed_keys=model.model_fields,
+                                                    unknown="unknown option")) from None
 
 
 def _read_yaml(path: Path) -> Any:

@@ -18,12 +18,13 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 
 from iris_pipeline import models
 from iris_pipeline.alignment import beta_binomial_prior, monotonic_alignment_search
 from iris_pipeline.audio import Waveform, check_waveform, wav2lip_mel
 from iris_pipeline.config import StageConfig
+from iris_pipeline.config import parse_options as config_options
 from iris_pipeline.errors import ConfigError, InputError
 from iris_pipeline.melbridge import MelBridge
 from iris_pipeline.models.fastpitch.mel import fastpitch_mel
@@ -43,15 +44,7 @@ class FastPitchOptions(BaseModel):
 
 
 def parse_options(options: dict[str, Any]) -> FastPitchOptions:
-    try:
-        return FastPitchOptions.model_validate(options)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        key = ".".join(str(p) for p in err["loc"])
-        if err["type"] == "extra_forbidden":
-            raise ConfigError(f"fastpitch.options.{key}: unknown option; allowed: "
-                              f"{', '.join(FastPitchOptions.model_fields)}") from None
-        raise ConfigError(f"fastpitch.options.{key}: {err['msg']} (got {err.get('input')!r})") from None
+    return config_options(options=options, model=FastPitchOptions, prefix="fastpitch.options")
 
 
 @dataclass(frozen=True)

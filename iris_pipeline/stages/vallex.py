@@ -14,11 +14,12 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from iris_pipeline import models
 from iris_pipeline.audio import Waveform, check_waveform, resample
 from iris_pipeline.config import StageConfig
+from iris_pipeline.config import parse_options as config_options
 from iris_pipeline.errors import ConfigError, InputError
 from iris_pipeline.models.vallex.config import LANGUAGE_IDS, NUM_QUANTIZERS, SAMPLE_RATE
 from iris_pipeline.models.vallex.decode import DecodeRequest, Sampling, VallexDecoder
@@ -53,16 +54,7 @@ class VallexOptions(BaseModel):
 
 
 def parse_options(options: dict[str, Any]) -> VallexOptions:
-    try:
-        return VallexOptions.model_validate(options)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        key = ".".join(str(p) for p in err["loc"])
-        if err["type"] == "extra_forbidden":
-            allowed = ", ".join(VallexOptions.model_fields)
-            raise ConfigError(f"vallex.options.{key}: unknown option; allowed: {allowed}") from None
-        msg = err["msg"].removeprefix("Value error, ")
-        raise ConfigError(f"vallex.options.{key}: {msg} (got {err.get('input')!r})") from None
+    return config_options(options=options, model=VallexOptions, prefix="vallex.options")
 
 
 @dataclass(frozen=True)

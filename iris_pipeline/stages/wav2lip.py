@@ -14,7 +14,7 @@ from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from iris_pipeline import models
 from iris_pipeline.avatar import (
@@ -27,7 +27,8 @@ from iris_pipeline.avatar import (
 )
 from iris_pipeline.cache import DiskCache, default_cache_dir
 from iris_pipeline.config import StageConfig
-from iris_pipeline.errors import ConfigError, InputError
+from iris_pipeline.config import parse_options as config_options
+from iris_pipeline.errors import InputError
 from iris_pipeline.face_detectors import FaceDetector, make_face_detector
 from iris_pipeline.stages.base import Stage
 
@@ -53,16 +54,7 @@ class Wav2LipOptions(BaseModel):
 
 
 def parse_options(options: dict[str, Any]) -> Wav2LipOptions:
-    try:
-        return Wav2LipOptions.model_validate(options)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        key = str(err["loc"][0]) if err["loc"] else "(options)"  # "pads", not "pads.2"
-        if err["type"] == "extra_forbidden":
-            allowed = ", ".join(Wav2LipOptions.model_fields)
-            raise ConfigError(f"wav2lip.options.{key}: unknown option; allowed: {allowed}") from None
-        msg = err["msg"].removeprefix("Value error, ")
-        raise ConfigError(f"wav2lip.options.{key}: {msg} (got {err.get('input')!r})") from None
+    return config_options(options=options, model=Wav2LipOptions, prefix="wav2lip.options")
 
 
 def mel_window_starts(frames: torch.Tensor, fps: float, total_mel_frames: int) -> torch.Tensor:

@@ -187,3 +187,24 @@ def test_two_gpu_placement_map():
     assert placement.describe() == {"rvc": "cuda:0", "vallex": "cuda:0", "fastpitch": "cuda:1", "wav2lip": "cuda:1"}
     one = Placement.from_config(PipelineConfig(device="cpu"), gpu_count=2)
     assert set(one.describe().values()) == {"cpu"}
+
+
+def test_speech_mode_frames_equal_one_unchunked_wav2lip_pass(pipeline, avatar):
+    """lipsync_features=speech: streamed, chunked frames == Wav2Lip run once on the whole clip's mel."""
+    from iris_pipeline.audio import wav2lip_mel
+
+    pipeline.config.lipsync_features = "speech"
+    try:
+        result = pipeline.render(job(avatar, 5.0, seed=11))
+    finally:
+        pipeline.config.lipsync_features = "fastpitch"
+    assert result.chunks > 1
+    mel = wav2lip_mel(result.speech.samples, CODEC_RATE)
+    whole = pipeline.stages["wav2lip"].run(mel=mel, mel_offset=0, total_mel_frames=mel.shape[1], avatar=avatar,
+                                           frame_start=0, frame_count=result.frames.shape[0],
+                                           fps=pipeline.config.video.fps)["frames"]
+    assert result.frames.shape == whole.shape
+    # streamed mel columns equal the whole clip's up to float rounding (1e-6), which can move a
+    # pixel by one level after the generator; no frame may differ by more
+    diff = (result.frames.int() - whole.int()).abs()
+    assert int(diff.max()) <= 1, int(diff.max())
