@@ -1,0 +1,531 @@
+"""The chain: RVC -> VALL-E X -> FastPitch -> Wav2Lip, chunked, streamed, pipelined.
+
+Three workers joined by bounded queues carry every job's chunks through the stages:
+
+    tts      RVC prompt (cached) + VALL-E X, chunk by chunk; chunks of several jobs are batched
+    lipsync  audio stitching (equal-power cross-fades) + the lip-sync mel (FastPitch or the speech's)
+    render   Wav2Lip for every frame whose mel window is complete, frames to the host
+
+so chunk k is in Wav2Lip while chunk k+1 is in VALL-E X, and several jobs can be in flight. Each
+stage runs on the device of the placement map and, on a GPU, on its own CUDA stream. A job's
+chunks come back through its `JobHandle` as soon as each is ready (`first_chunk_ms` is real).
+
+The pipeline knows the stages' `run()` contracts and the arithmetic of `chunking`; it knows
+nothing of benchmarks or tests.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from iris_pipeline import chunking
+from iris_pipeline.audio import Waveform, check_waveform
+from iris_pipeline.config import PipelineConfig
+from iris_pipeline.errors import InputError
+from iris_pipeline.metrics import RegionTimer
+from iris_pipeline.placement import Placement
+
+CODEC_RATE = 24000  # VALL-E X speech, samples per second
+CODEC_HOP = 320  # samples per EnCodec frame: 75 frames per second
+MIN_REFERENCE_SECONDS = 1.0
+_QUEUE_DEPTH = 4  # chunks buffered between two workers: bounds memory, keeps the stages busy
+
+
+@dataclass
+class Job:
+    """One clip to render. `reference` and `avatar` are already decoded / prepared."""
+
+    text: str
+    language: str
+    reference: Waveform
+    transcript: str
+    avatar: Any  # iris_pipeline.avatar.Avatar
+    seconds: float | None = None  # speech length to impose (benchmarks): VALL-E X emits seconds * 75 frames
+    seed: int = 0
+    job_id: int = field(default_factory=itertools.count().__next__)
+
+
+@dataclass
+class ChunkOutput:
+    """One chunk of a job, on the host: its final speech samples and the frames that became ready."""
+
+    job_id: int
+    index: int
+    last: bool
+    speech: torch.Tensor  # 1-D float32, CODEC_RATE; the chunk's nominal span after cross-fading
+    speech_start: int  # global sample index of speech[0]
+    frames: torch.Tensor  # uint8 [n, H, W, 3]
+    frame_start: int  # global index of frames[0]
+    timings: list = field(default_factory=list)  # FastPitch symbol timings (chunk-local seconds)
+    words: list = field(default_factory=list)
+    ready_at: float = 0.0  # perf_counter seconds when the chunk was handed out
+
+
+@dataclass
+class RenderResult:
+    """A whole job: speech, frames, timings, and what the run measured."""
+
+    speech: Waveform
+    frames: torch.Tensor  # uint8 [F, H, W, 3]
+    fps: float
+    words: list
+    timings: list
+    stage_ms: dict[str, float]
+    latency_ms: float
+    first_chunk_ms: float
+    chunks: int
+
+
+@dataclass(frozen=True)
+class ProgressEvent:
+    """A stage finished its work on one chunk of a job (for progress bars; called from workers)."""
+
+    stage: str  # "plan", "rvc", "vallex", "fastpitch", "wav2lip"
+    job_id: int
+    chunk: int
+    chunks: int
+    frames: int = 0  # wav2lip: frames rendered by this chunk
+
+
+class _Failure:
+    """A worker's exception, travelling down the queues to the job it belongs to."""
+
+    def __init__(self, exc: BaseException):
+        self.exc = exc
+
+
+_STOP = object()
+
+
+class JobHandle:
+    """What `Pipeline.submit` returns: iterate the chunks as they come, or wait for the whole result."""
+
+    def __init__(self, job: Job, fps: float):
+        self.job = job
+        self.fps = fps
+        self.submitted_at = time.perf_counter()
+        self.timer: RegionTimer | None = None
+        self._outputs: queue.Queue = queue.Queue()
+        self._done = False
+
+    def _deliver(self, item: ChunkOutput | _Failure) -> None:
+        self._outputs.put(item)
+
+    def chunks(self, timeout: float | None = None) -> Iterator[ChunkOutput]:
+        """Yield the job's chunks in order as they become ready; re-raise a worker's error.
+
+        Nothing is kept here, so a consumer that writes chunks out as they come holds one at a time.
+        """
+        while not self._done:
+            item = self._outputs.get(timeout=timeout)
+            if isinstance(item, _Failure):
+                self._done = True
+                raise item.exc
+            if item.last:
+                self._done = True
+            yield item
+
+    def result(self, timeout: float | None = None) -> RenderResult:
+        """Wait for every chunk and assemble the clip."""
+        return self.assemble(list(self.chunks(timeout=timeout)))
+
+    def assemble(self, chunks: list[ChunkOutput]) -> RenderResult:
+        """The clip made of all its chunks (as yielded by `chunks()`)."""
+        end = chunks[-1].ready_at
+        speech = torch.cat([c.speech for c in chunks])
+        with_frames = [c.frames for c in chunks if c.frames.shape[0]]
+        frames = torch.cat(with_frames) if with_frames else torch.empty((0, 0, 0, 3), dtype=torch.uint8)
+        timings, words = [], []
+        for c in chunks:
+            offset = c.speech_start / CODEC_RATE
+            timings += [_shift(t, offset) for t in c.timings]
+            words += [_shift(w, offset) for w in c.words]
+        return RenderResult(
+            speech=Waveform(speech, CODEC_RATE),
+            frames=frames,
+            fps=self.fps,
+            words=words,
+            timings=timings,
+            stage_ms=self.timer.totals_ms() if self.timer is not None else {},
+            latency_ms=(end - self.submitted_at) * 1e3,
+            first_chunk_ms=(chunks[0].ready_at - self.submitted_at) * 1e3,
+            chunks=len(chunks),
+        )
+
+
+def _shift(timing: Any, offset_s: float) -> Any:
+    """A symbol / word timing moved from chunk-local to clip time."""
+    return type(timing)(**{**timing.__dict__, "start_s": timing.start_s + offset_s,
+                           "end_s": timing.end_s + offset_s})
+
+
+@dataclass
+class _SpeechChunk:
+    handle: JobHandle
+    index: int
+    count: int
+    text: str
+    speech: torch.Tensor  # generated samples, incl. the overlap tail for all but the last
+    total_samples: int | None  # the clip's length when imposed
+
+
+@dataclass
+class _FramesRequest:
+    handle: JobHandle
+    index: int
+    last: bool
+    speech: torch.Tensor
+    speech_start: int
+    mel: torch.Tensor
+    mel_offset: int
+    total_mel_frames: int
+    frame_start: int
+    frame_count: int
+    timings: list
+    words: list
+
+
+@dataclass
+class _LipsyncState:
+    """Per-job state of the lipsync worker: stitched audio so far and the frames already requested."""
+
+    stitcher: chunking.AudioStitcher
+    audio: list[torch.Tensor] = field(default_factory=list)
+    samples: int = 0
+    mel_parts: list[torch.Tensor] = field(default_factory=list)  # the clip's lip-sync mel, in pieces
+    frames_done: int = 0
+
+
+class Pipeline:
+    """Build once, `prepare()` once, then `render(job)` or `submit(job)` many times."""
+
+    def __init__(self, config: PipelineConfig, placement: Placement | None = None,
+                 stage_factory: Callable[[str, PipelineConfig, torch.device], Any] | None = None,
+                 on_progress: Callable[[ProgressEvent], None] | None = None):
+        self.config = config
+        self._on_progress = on_progress
+        self.placement = placement or Placement.from_config(config)
+        self._stage_factory = stage_factory or _default_stage
+        self.stages: dict[str, Any] = {}
+        self._threads: list[threading.Thread] = []
+        self._tts_in: queue.Queue = queue.Queue()
+        self._lipsync_in: queue.Queue = queue.Queue(maxsize=_QUEUE_DEPTH)
+        self._render_in: queue.Queue = queue.Queue(maxsize=_QUEUE_DEPTH)
+        self._lipsync_state: dict[int, _LipsyncState] = {}
+        self._prompts: dict[tuple, Any] = {}
+        self._prompts_lock = threading.Lock()
+        self._closed = False
+
+    # --- set-up ---------------------------------------------------------------------------------
+
+    def prepare(self, progress: Callable[[str], None] | None = None) -> None:
+        """Build / load every stage on its device and start the workers. Idempotent."""
+        if self._threads:
+            return
+        if any(d.type == "cuda" for d in self.placement.devices.values()):
+            self.placement.create_streams()
+        for name in self.config.stages:
+            if progress is not None:
+                progress(name)
+            if name not in self.stages:
+                stage = self._stage_factory(name, self.config, self.placement.devices[name])
+                with self.placement.on(name):
+                    stage.prepare()
+                self.stages[name] = stage
+        for target, name in ((self._tts_worker, "iris-tts"), (self._lipsync_worker, "iris-lipsync"),
+                             (self._render_worker, "iris-render")):
+            thread = threading.Thread(target=target, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def prepare_avatar(self, path: str | Path, progress: Any = None) -> Any:
+        """Frames and face boxes of an avatar at the output fps (cached by content hash)."""
+        return self.stages["wav2lip"].prepare_avatar(path, fps=self.config.video.fps, progress=progress)
+
+    def close(self) -> None:
+        """Stop the workers (pending jobs are abandoned)."""
+        if self._closed:
+            return
+        self._closed = True
+        self._tts_in.put(_STOP)
+        for thread in self._threads:
+            thread.join(timeout=30)
+
+    def __enter__(self) -> Pipeline:
+        self.prepare()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- jobs -----------------------------------------------------------------------------------
+
+    def check_job(self, job: Job) -> None:
+        """Refuse bad input before any work starts (one clear line)."""
+        if not job.text or not job.text.strip():
+            raise InputError("text: the script is empty")
+        chunking.plan_chunks(job.text, job.language)  # unsupported language -> one clear line
+        check_waveform(job.reference, name="reference", min_seconds=MIN_REFERENCE_SECONDS,
+                       max_seconds=self.config.max_reference_seconds)
+        if job.seconds is not None and not (0 < job.seconds <= 3600):
+            raise InputError(f"seconds: must be in (0, 3600], got {job.seconds}")
+
+    def submit(self, job: Job) -> JobHandle:
+        """Queue a job; its chunks arrive through the returned handle."""
+        if not self._threads:
+            raise RuntimeError("Pipeline.submit() called before prepare()")
+        if self._closed:
+            raise RuntimeError("Pipeline.submit() called after close()")
+        self.check_job(job)
+        handle = JobHandle(job, self.config.video.fps)
+        device = next(iter(self.placement.gpu_devices), torch.device("cpu"))
+        handle.timer = RegionTimer(device)
+        self._tts_in.put(handle)
+        return handle
+
+    def render(self, job: Job, timeout: float | None = None) -> RenderResult:
+        return self.submit(job).result(timeout=timeout)
+
+    def stream(self, job: Job, timeout: float | None = None) -> Iterator[ChunkOutput]:
+        return self.submit(job).chunks(timeout=timeout)
+
+    def _notify(self, stage: str, job_id: int, chunk: int, chunks: int, frames: int = 0) -> None:
+        if self._on_progress is not None:
+            self._on_progress(ProgressEvent(stage, job_id, chunk, chunks, frames))
+
+    # --- the tts worker: RVC + VALL-E X ----------------------------------------------------------
+
+    def _voice(self, handle: JobHandle) -> Any:
+        """The job's VALL-E X prompt: RVC (its own disk cache) then EnCodec; memoised per voice."""
+        job = handle.job
+        from iris_pipeline.cache import tensor_hash
+
+        key = (tensor_hash(job.reference.samples), job.reference.sample_rate, job.transcript, job.language)
+        with self._prompts_lock:
+            prompt = self._prompts.get(key)
+        if prompt is not None:
+            return prompt
+        reference = job.reference
+        if "rvc" in self.stages:
+            with self.placement.on("rvc"), handle.timer.region("rvc", self.placement.devices["rvc"]):
+                reference = self.stages["rvc"].run(reference=reference.to(self.placement.devices["rvc"]))["prompt"]
+                self.placement.synchronize("rvc")  # the prompt is read on VALL-E X's stream next
+            self._notify("rvc", job.job_id, 0, 1)
+        vallex_device = self.placement.devices["vallex"]
+        with self.placement.on("vallex"), handle.timer.region("vallex_prompt", vallex_device):
+            prompt = self.stages["vallex"].encode_prompt(reference.to(vallex_device), job.transcript, job.language)
+        with self._prompts_lock:
+            self._prompts[key] = prompt
+        return prompt
+
+    def _plan(self, handle: JobHandle) -> tuple[list[str], list[int | None], int | None]:
+        """Chunk texts, VALL-E X frames per chunk (overlap included), and the clip's imposed length."""
+        job, chunk_cfg = handle.job, self.config.chunking
+        chunk_seconds = chunk_cfg.chunk_seconds if chunk_cfg.enabled else math.inf
+        plan = chunking.plan_chunks(job.text, job.language, chunk_seconds=min(chunk_seconds, 1e6))
+        texts = [c.text for c in plan.chunks]
+        if job.seconds is None:
+            return texts, [None] * len(texts), None
+        total_frames = max(len(texts), round(job.seconds * CODEC_RATE / CODEC_HOP))
+        targets = list(plan.unit_targets(total_frames))
+        overlap_frames = self._overlap_samples() // CODEC_HOP
+        frames = [t + (overlap_frames if k < len(targets) - 1 else 0) for k, t in enumerate(targets)]
+        return texts, frames, total_frames * CODEC_HOP
+
+    def _overlap_samples(self) -> int:
+        return chunking.crossfade_samples(self.config.chunking.crossfade_ms, CODEC_RATE, granularity=CODEC_HOP)
+
+    def _tts_worker(self) -> None:
+        while True:
+            first = self._tts_in.get()
+            if first is _STOP:
+                self._lipsync_in.put(_STOP)
+                return
+            batch = [first]
+            max_batch = int(getattr(getattr(self.stages["vallex"], "options", None), "max_batch", 1))
+            while len(batch) < max_batch:  # jobs already waiting are decoded together
+                try:
+                    item = self._tts_in.get_nowait()
+                except queue.Empty:
+                    break
+                if item is _STOP:
+                    self._tts_in.put(_STOP)
+                    break
+                batch.append(item)
+            self._run_tts_batch(batch)
+
+    def _run_tts_batch(self, handles: list[JobHandle]) -> None:
+        live: list[tuple[JobHandle, Any, list[str], list[int | None], int | None]] = []
+        for handle in handles:
+            try:
+                texts, frames, total = self._plan(handle)
+                self._notify("plan", handle.job.job_id, 0, len(texts))
+                live.append((handle, self._voice(handle), texts, frames, total))
+            except BaseException as exc:  # noqa: BLE001 - delivered to the job's consumer
+                handle._deliver(_Failure(exc))
+        device = self.placement.devices["vallex"]
+        for k in range(max((len(t) for _, _, t, _, _ in live), default=0)):
+            group = [entry for entry in live if k < len(entry[2])]
+            requests = [dict(text=texts[k], language=h.job.language, prompt=prompt, num_frames=frames[k],
+                             seed=h.job.seed + k) for h, prompt, texts, frames, _ in group]
+            try:
+                start = time.perf_counter()
+                with self.placement.on("vallex"):
+                    outputs = self.stages["vallex"].run_batch(requests)
+                    self.placement.synchronize("vallex")
+                elapsed_ms = (time.perf_counter() - start) * 1e3
+            except BaseException as exc:  # noqa: BLE001
+                for entry in group:
+                    entry[0]._deliver(_Failure(exc))
+                    live.remove(entry)
+                continue
+            for (handle, _, texts, _, total), out in zip(group, outputs, strict=True):
+                # a batch's wall time is every member's stage time: each waited for all of it
+                handle.timer.add_ms("vallex", elapsed_ms)
+                self._notify("vallex", handle.job.job_id, k, len(texts))
+                self._lipsync_in.put(_SpeechChunk(handle, k, len(texts), texts[k],
+                                                  out["speech"].samples.to(device), total))
+
+    # --- the lipsync worker: stitching + lip-sync mel --------------------------------------------
+
+    def _lipsync_worker(self) -> None:
+        while True:
+            item = self._lipsync_in.get()
+            if item is _STOP:
+                self._render_in.put(_STOP)
+                return
+            try:
+                request = self._lipsync(item)
+            except BaseException as exc:  # noqa: BLE001
+                self._lipsync_state.pop(item.handle.job.job_id, None)
+                self._render_in.put((item.handle, _Failure(exc)))
+                continue
+            if request is not None:
+                self._render_in.put(request)
+
+    def _lipsync(self, item: _SpeechChunk) -> _FramesRequest | None:
+        handle, job_id = item.handle, item.handle.job.job_id
+        last = item.index == item.count - 1
+        state = self._lipsync_state.get(job_id)
+        if state is None:
+            state = self._lipsync_state[job_id] = _LipsyncState(chunking.AudioStitcher(self._overlap_samples()))
+        fp_device = self.placement.devices.get("fastpitch", self.placement.devices["wav2lip"])
+        body = state.stitcher.push(item.speech.float().to(fp_device), last=last)
+        speech_start = state.samples
+        state.audio.append(body)
+        state.samples += body.shape[0]
+        total = state.samples if last else item.total_samples
+
+        timings, words = [], []
+        if "fastpitch" in self.stages:  # alignment (subtitles) always; its mel drives the lips in fastpitch mode
+            with self.placement.on("fastpitch"), handle.timer.region("fastpitch", fp_device):
+                out = self.stages["fastpitch"].run(text=item.text, speech=Waveform(body, CODEC_RATE))
+                self.placement.synchronize("fastpitch")  # its mel is read on Wav2Lip's stream next
+            timings, words = out["timings"], out["words"]
+            self._notify("fastpitch", job_id, item.index, item.count)
+        if self.config.lipsync_features == "fastpitch" and "fastpitch" in self.stages:
+            state.mel_parts.append(self._place_chunk_mel(out["lipsync_mel"], speech_start, body.shape[0]))
+            mel_all = torch.cat(state.mel_parts, dim=1)
+            ready = mel_all.shape[1] if not last else chunking.wav2lip_mel_frames(state.samples, CODEC_RATE)
+            mel_all = _pad_columns(mel_all, ready)
+        else:
+            with handle.timer.region("speech_mel", fp_device):
+                # only the columns that became final: each column is computed once per clip
+                have = sum(part.shape[1] for part in state.mel_parts)
+                state.mel_parts.append(chunking.wav2lip_mel_columns(torch.cat(state.audio), CODEC_RATE, have,
+                                                                    total_samples=total))
+                mel_all = torch.cat(state.mel_parts, dim=1)
+            ready = mel_all.shape[1]
+
+        # before the last chunk the clip's end is not needed: frames_ready() never reaches the clamp
+        final_samples = state.samples if last else (total or state.samples + CODEC_RATE * 3600)
+        timeline = chunking.Timeline(final_samples, CODEC_RATE, self.config.video.fps)
+        frames_end = timeline.num_frames if last else timeline.frames_ready(ready)
+        frame_start = state.frames_done
+        frame_count = max(0, frames_end - frame_start)
+        if last and timeline.mel_frames < chunking.MEL_WINDOW:
+            raise InputError(f"speech: {state.samples / CODEC_RATE:.3f} s is shorter than one Wav2Lip "
+                             f"window (0.2 s); no frame can be rendered")
+        total_mel = timeline.mel_frames if last else ready
+        if frame_count:
+            mel_start = chunking.mel_window_start(frame_start, self.config.video.fps, total_mel)
+            mel_end = chunking.mel_window_start(frames_end - 1, self.config.video.fps, total_mel) + chunking.MEL_WINDOW
+        else:
+            mel_start = mel_end = 0
+        state.frames_done = frames_end
+        if last:
+            self._lipsync_state.pop(job_id, None)
+        return _FramesRequest(handle, item.index, last, body, speech_start, mel_all[:, mel_start:mel_end],
+                              mel_start, total_mel, frame_start, frame_count, timings, words)
+
+    @staticmethod
+    def _place_chunk_mel(chunk_mel: torch.Tensor, start_sample: int, num_samples: int) -> torch.Tensor:
+        """Columns of a chunk's lip-sync mel on the global 80-columns-per-second grid.
+
+        Global column c is time c / 80; the chunk covers [start, start + n) samples. Each global
+        column of the chunk's span takes the chunk column nearest in time (so chunk mels of any
+        length tile the clip without gaps or doubles).
+        """
+        first = -(-start_sample * 80 // CODEC_RATE)  # ceil: first global column inside the span
+        end = -(-(start_sample + num_samples) * 80 // CODEC_RATE)
+        cols = torch.arange(first, end, device=chunk_mel.device, dtype=torch.float64)
+        local = torch.round(cols - start_sample * 80 / CODEC_RATE).long().clamp(0, chunk_mel.shape[1] - 1)
+        return chunk_mel[:, local]
+
+    # --- the render worker: Wav2Lip --------------------------------------------------------------
+
+    def _render_worker(self) -> None:
+        while True:
+            item = self._render_in.get()
+            if item is _STOP:
+                return
+            if isinstance(item, tuple):  # (handle, failure) from the lipsync worker
+                item[0]._deliver(item[1])
+                continue
+            try:
+                output = self._render(item)
+            except BaseException as exc:  # noqa: BLE001
+                item.handle._deliver(_Failure(exc))
+                continue
+            item.handle._deliver(output)
+
+    def _render(self, req: _FramesRequest) -> ChunkOutput:
+        handle = req.handle
+        device = self.placement.devices["wav2lip"]
+        if req.frame_count:
+            with self.placement.on("wav2lip"), handle.timer.region("wav2lip", device):
+                frames = self.stages["wav2lip"].run(
+                    mel=req.mel.to(device), mel_offset=req.mel_offset, total_mel_frames=req.total_mel_frames,
+                    avatar=handle.job.avatar, frame_start=req.frame_start, frame_count=req.frame_count,
+                    fps=self.config.video.fps)["frames"]
+        else:
+            frames = torch.empty((0, 0, 0, 3), dtype=torch.uint8)
+        self._notify("wav2lip", handle.job.job_id, req.index, -1, req.frame_count)
+        speech = req.speech.detach().float().cpu()
+        return ChunkOutput(job_id=handle.job.job_id, index=req.index, last=req.last, speech=speech,
+                           speech_start=req.speech_start, frames=frames, frame_start=req.frame_start,
+                           timings=req.timings, words=req.words, ready_at=time.perf_counter())
+
+
+def _pad_columns(mel: torch.Tensor, columns: int) -> torch.Tensor:
+    """Cut or extend (repeating the last column) a mel to exactly `columns` columns."""
+    if mel.shape[1] >= columns:
+        return mel[:, :columns]
+    return torch.cat([mel, mel[:, -1:].expand(-1, columns - mel.shape[1])], dim=1)
+
+
+def _default_stage(name: str, config: PipelineConfig, device: torch.device) -> Any:
+    """The production stage classes (imported lazily: a stage's models load only when it is used)."""
+    from iris_pipeline.stages import build_stage
+
+    return build_stage(name, config, device)

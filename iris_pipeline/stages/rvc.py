@@ -1,0 +1,185 @@
+"""The RVC stage: converts the reference recording into the avatar's voice (VALL-E X's acoustic prompt).
+
+`run(reference)` -> {"prompt": Waveform at 24 kHz}. The result depends only on the reference and
+the voice, so it is cached on disk by (reference hash, voice hash, pitch shift); the voice hash
+covers every file and setting that changes the output (RVC model, HuBERT, RMVPE, index, options).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from iris_pipeline import models
+from iris_pipeline.audio import Waveform, check_waveform, resample
+from iris_pipeline.cache import DiskCache, content_hash, default_cache_dir, tensor_hash
+from iris_pipeline.config import StageConfig
+from iris_pipeline.config import parse_options as config_options
+from iris_pipeline.errors import ConfigError, InputError
+from iris_pipeline.models.rvc.inference import CHUNKS_FULL, CHUNKS_HALF, ChunkConstants, VoiceConverter
+from iris_pipeline.models.rvc.retrieval import FeatureIndex
+from iris_pipeline.stages.base import Stage
+
+PROMPT_SAMPLE_RATE = 24000  # VALL-E X / EnCodec rate
+MIN_REFERENCE_SECONDS = 1.0
+MIN_SAMPLE_RATE = 8000
+MAX_SAMPLE_RATE = 96000
+
+
+class RVCOptions(BaseModel):
+    """`rvc.options` of the pipeline config."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: Literal["rvc_v2_40k", "rvc_v2_48k"] = "rvc_v2_40k"
+    pitch_shift: float = Field(default=0.0, ge=-24.0, le=24.0, description="transposition in semitones")
+    index_path: Path | None = Field(default=None, description="faiss index of the voice's training features")
+    index_rate: float = Field(default=0.75, ge=0.0, le=1.0, description="share of retrieved features")
+    protect: float = Field(default=0.33, ge=0.0, le=0.5, description="0.5 = off; lower protects consonants more")
+    speaker_id: int = Field(default=0, ge=0)
+    f0_threshold: float = Field(default=0.03, gt=0.0, lt=1.0, description="RMVPE voicing threshold")
+    interpolate_unvoiced_f0: bool = Field(default=False, description="2026 RVC behaviour; makes protect inert")
+    hubert_checkpoint: Path | None = None
+    rmvpe_checkpoint: Path | None = None
+    cache: bool = True
+    cache_dir: Path | None = None
+    cache_max_entries: int = Field(default=64, ge=1, le=100000)
+    # Official chunk constants (seconds) depend on precision; these override them.
+    x_pad: int | None = Field(default=None, ge=1, le=10)
+    x_query: int | None = Field(default=None, ge=1)
+    x_center: int | None = Field(default=None, ge=2)
+    x_max: int | None = Field(default=None, ge=3)
+
+    @model_validator(mode="after")
+    def _chunk_order(self) -> RVCOptions:
+        if self.x_query is not None or self.x_center is not None or self.x_max is not None:
+            q, c, m = (self.x_query or 0), (self.x_center or 0), (self.x_max or 0)
+            if None in (self.x_query, self.x_center, self.x_max) or not q < c < m:
+                raise ValueError("x_query, x_center and x_max must be given together with x_query < x_center < x_max")
+        return self
+
+
+def parse_options(options: dict[str, Any]) -> RVCOptions:
+    return config_options(options=options, model=RVCOptions, prefix="rvc.options")
+
+
+def check_reference(reference: Waveform) -> None:
+    """One clear line for a reference RVC cannot use."""
+    if not isinstance(reference, Waveform):
+        raise InputError(f"reference: expected an audio Waveform, got {type(reference).__name__}")
+    rate = int(reference.sample_rate)
+    if not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
+        raise InputError(f"reference: sample rate {rate} Hz is not supported "
+                         f"(supported: {MIN_SAMPLE_RATE}-{MAX_SAMPLE_RATE} Hz)")
+    check_waveform(reference, "reference", min_seconds=MIN_REFERENCE_SECONDS)
+
+
+class RVCStage(Stage):
+    name: ClassVar[str] = "rvc"
+    inputs: ClassVar[tuple[str, ...]] = ("reference",)
+    outputs: ClassVar[tuple[str, ...]] = ("prompt",)
+
+    def __init__(self, config: StageConfig, size: str = "full", device: str | torch.device = "cpu",
+                 seed: int = 0):
+        super().__init__(config, size, device)
+        self.options = parse_options(config.options)
+        self.seed = seed
+        self.converter: VoiceConverter | None = None
+        self.voice_hash: str | None = None
+        self.cache: DiskCache | None = None
+
+    @property
+    def compute_dtype(self) -> torch.dtype:
+        """The precision's dtype on a GPU; fp32 on the CPU (no fast half kernels there)."""
+        return self.dtype if self.device.type == "cuda" else torch.float32
+
+    def chunk_constants(self) -> ChunkConstants:
+        official = CHUNKS_HALF if self.compute_dtype != torch.float32 else CHUNKS_FULL
+        o = self.options
+        x_pad = o.x_pad if o.x_pad is not None else official.x_pad
+        if o.x_query is None:
+            return ChunkConstants(x_pad, official.x_query, official.x_center, official.x_max)
+        return ChunkConstants(x_pad, o.x_query, o.x_center, o.x_max)
+
+    # --- models ---------------------------------------------------------------------------------
+
+    def _model(self, name: str, checkpoint: Path | None, seed_offset: int) -> torch.nn.Module:
+        if checkpoint is not None:
+            model = models.load(name, checkpoint, size=self.size)
+        else:
+            model = models.build(name, size=self.size, seed=self.seed + seed_offset)
+        return model.to(device=self.device, dtype=self.compute_dtype).eval()
+
+    def _prepare(self) -> None:
+        o = self.options
+        hubert = self._model("hubert_base", o.hubert_checkpoint, 1)
+        rmvpe = self._model("rmvpe", o.rmvpe_checkpoint, 2)
+        synthesizer = self._model(o.model, self.config.checkpoint, 0)
+        synthesizer.fold_weight_norms()
+        if hubert.feature_dim != synthesizer.config.content_channels:
+            raise ConfigError(f"rvc: HuBERT gives {hubert.feature_dim}-d features but {o.model} expects "
+                              f"{synthesizer.config.content_channels}-d")
+        if o.speaker_id >= synthesizer.config.spk_embed_dim:
+            raise ConfigError(f"rvc.options.speaker_id: {o.speaker_id} is out of range; the voice model has "
+                              f"{synthesizer.config.spk_embed_dim} speakers")
+        index = None
+        if o.index_path is not None and o.index_rate > 0:
+            index = FeatureIndex(o.index_path, option_name="rvc.options.index_path")
+            if index.dim != hubert.feature_dim:
+                raise ConfigError(f"rvc.options.index_path: the index holds {index.dim}-d vectors, "
+                                  f"the content features are {hubert.feature_dim}-d")
+        self.converter = VoiceConverter(hubert, rmvpe, synthesizer, self.chunk_constants(), index=index,
+                                        index_rate=o.index_rate, protect=o.protect, speaker=o.speaker_id,
+                                        f0_threshold=o.f0_threshold,
+                                        interpolate_unvoiced=o.interpolate_unvoiced_f0)
+        self.voice_hash = self._voice_hash()
+        if o.cache:
+            self.cache = DiskCache(o.cache_dir or default_cache_dir("rvc"), max_entries=o.cache_max_entries)
+
+    def _voice_hash(self) -> str:
+        """Hash of everything but the reference and the pitch shift that changes the output."""
+        o = self.options
+
+        def weights(path: Path | None, name: str) -> Any:
+            return Path(path) if path is not None else f"random:{name}:{self.size}:{self.seed}"
+
+        return content_hash(
+            o.model, self.size, str(self.compute_dtype), self.seed,
+            weights(self.config.checkpoint, o.model), weights(o.hubert_checkpoint, "hubert_base"),
+            weights(o.rmvpe_checkpoint, "rmvpe"),
+            Path(o.index_path) if o.index_path is not None and o.index_rate > 0 else "no index",
+            o.index_rate, o.protect, o.speaker_id, o.f0_threshold, o.interpolate_unvoiced_f0,
+            repr(self.chunk_constants()),
+        )
+
+    def cache_key(self, reference: Waveform) -> str:
+        return content_hash(tensor_hash(reference.samples), int(reference.sample_rate), self.voice_hash,
+                            float(self.options.pitch_shift))
+
+    # --- run ------------------------------------------------------------------------------------
+
+    def run(self, **inputs: Any) -> dict[str, Any]:
+        self.check_inputs(inputs)
+        reference: Waveform = inputs["reference"]
+        check_reference(reference)
+        key = self.cache_key(reference) if self.cache is not None else None
+        if key is not None:
+            hit = self.cache.get(key)
+            if hit is not None and hit.get("sample_rate") == PROMPT_SAMPLE_RATE:
+                return {"prompt": Waveform(hit["samples"].to(self.device), PROMPT_SAMPLE_RATE)}
+        prompt = self.convert(reference)
+        if key is not None:
+            self.cache.put(key, {"samples": prompt.samples.detach().cpu(), "sample_rate": PROMPT_SAMPLE_RATE})
+        return {"prompt": prompt}
+
+    def convert(self, reference: Waveform) -> Waveform:
+        """The conversion itself (no cache): reference at any rate -> prompt at 24 kHz on the device."""
+        assert self.converter is not None
+        audio16k = resample(reference.samples.detach().cpu().double(), int(reference.sample_rate), 16000)
+        generator = torch.Generator(device=self.device).manual_seed(self.seed)
+        converted = self.converter.convert(audio16k.numpy(), self.options.pitch_shift, generator)
+        prompt = resample(converted.float(), self.converter.sample_rate, PROMPT_SAMPLE_RATE)
+        return Waveform(prompt.float().to(self.device), PROMPT_SAMPLE_RATE)
