@@ -15,7 +15,6 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
-import scipy.signal
 import torch
 
 from iris_pipeline.errors import InputError
@@ -76,6 +75,8 @@ def resample(samples: torch.Tensor, orig_rate: int, new_rate: int) -> torch.Tens
     """
     if orig_rate == new_rate:
         return samples
+    import scipy.signal  # imported here: it costs ~0.8 s, and most CLI runs never resample
+
     ratio = Fraction(int(new_rate), int(orig_rate))
     device, dtype = samples.device, samples.dtype
     y = scipy.signal.resample_poly(

@@ -22,7 +22,7 @@ app = typer.Typer(
 )
 
 # Modules of iris_pipeline.commands, each with register(app). Order = order in `iris --help`.
-COMMAND_MODULES: tuple[str, ...] = ("info",)
+COMMAND_MODULES: tuple[str, ...] = ("render", "info", "config", "avatar", "engines", "bench", "report", "finetune")
 
 for _name in COMMAND_MODULES:
     importlib.import_module(f"iris_pipeline.commands.{_name}").register(app)
@@ -30,7 +30,9 @@ for _name in COMMAND_MODULES:
 
 def main() -> None:
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)  # typer returns the exit code (e.g. 130 for Ctrl-C) here
+        if isinstance(code, int) and code != 0:
+            sys.exit(code)
     except IrisError as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(exc.exit_code)

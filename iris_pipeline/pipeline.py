@@ -238,10 +238,9 @@ class Pipeline:
             if progress is not None:
                 progress(name)
             if name not in self.stages:
-                stage = self._stage_factory(name, self.config, self.placement.devices[name])
-                with self.placement.on(name):
-                    stage.prepare()
-                self.stages[name] = stage
+                self.stages[name] = self._stage_factory(name, self.config, self.placement.devices[name])
+            with self.placement.on(name):
+                self.stages[name].prepare()  # idempotent; a stage built by prepare_avatar() loads here
         for target, name in ((self._tts_worker, "iris-tts"), (self._lipsync_worker, "iris-lipsync"),
                              (self._render_worker, "iris-render")):
             thread = threading.Thread(target=target, name=name, daemon=True)
@@ -249,11 +248,18 @@ class Pipeline:
             self._threads.append(thread)
 
     def prepare_avatar(self, path: str | Path, progress: Any = None) -> Any:
-        """Frames and face boxes of an avatar at the output fps (cached by content hash)."""
+        """Frames and face boxes of an avatar at the output fps (cached by content hash).
+
+        Works before `prepare()`: face detection does not need the lip-sync model, so a bad avatar
+        is refused before any model is loaded.
+        """
+        if "wav2lip" not in self.stages:
+            self.stages["wav2lip"] = self._stage_factory("wav2lip", self.config, self.placement.devices["wav2lip"])
         return self.stages["wav2lip"].prepare_avatar(path, fps=self.config.video.fps, progress=progress)
 
     def close(self) -> None:
-        """Stop the workers (pending jobs are abandoned)."""
+        """Stop the workers: the step running now finishes, pending jobs are abandoned (their handles
+        get an error), so closing after Ctrl-C does not wait for the rest of a long clip."""
         if self._closed:
             return
         self._closed = True
@@ -298,6 +304,10 @@ class Pipeline:
 
     def stream(self, job: Job, timeout: float | None = None) -> Iterator[ChunkOutput]:
         return self.submit(job).chunks(timeout=timeout)
+
+    @staticmethod
+    def _abandon(handle: JobHandle) -> None:
+        handle._deliver(_Failure(RuntimeError("the pipeline was closed before this job finished")))
 
     def _notify(self, stage: str, job_id: int, chunk: int, chunks: int, frames: int = 0) -> None:
         if self._on_progress is not None:
@@ -351,6 +361,9 @@ class Pipeline:
             if first is _STOP:
                 self._lipsync_in.put(_STOP)
                 return
+            if self._closed:
+                self._abandon(first)
+                continue
             batch = [first]
             max_batch = int(getattr(getattr(self.stages["vallex"], "options", None), "max_batch", 1))
             while len(batch) < max_batch:  # jobs already waiting are decoded together
@@ -375,6 +388,10 @@ class Pipeline:
                 handle._deliver(_Failure(exc))
         device = self.placement.devices["vallex"]
         for k in range(max((len(t) for _, _, t, _, _ in live), default=0)):
+            if self._closed:
+                for entry in live:
+                    self._abandon(entry[0])
+                return
             group = [entry for entry in live if k < len(entry[2])]
             requests = [dict(text=texts[k], language=h.job.language, prompt=prompt, num_frames=frames[k],
                              seed=h.job.seed + k) for h, prompt, texts, frames, _ in group]
@@ -404,6 +421,10 @@ class Pipeline:
             if item is _STOP:
                 self._render_in.put(_STOP)
                 return
+            if self._closed:
+                self._lipsync_state.pop(item.handle.job.job_id, None)
+                self._abandon(item.handle)
+                continue
             try:
                 request = self._lipsync(item)
             except BaseException as exc:  # noqa: BLE001
@@ -489,6 +510,9 @@ class Pipeline:
             item = self._render_in.get()
             if item is _STOP:
                 return
+            if self._closed:
+                self._abandon(item[0] if isinstance(item, tuple) else item.handle)
+                continue
             if isinstance(item, tuple):  # (handle, failure) from the lipsync worker
                 item[0]._deliver(item[1])
                 continue

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,14 +96,10 @@ def webvtt(words: Sequence[WordTiming], max_words: int = 7, max_seconds: float =
 def write_webvtt(path: str | Path, words: Sequence[WordTiming], max_words: int = 7,
                  max_seconds: float = 4.0) -> Path:
     """Write `webvtt(words)` to `path` atomically (temporary file in the same folder, then rename)."""
+    from iris_pipeline.metrics.records import atomic_open
+
     path = Path(path)
     text = webvtt(words, max_words=max_words, max_seconds=max_seconds)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(path, "w", newline="\n") as f:
+        f.write(text)
     return path

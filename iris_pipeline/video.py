@@ -80,7 +80,11 @@ class Mp4Writer:
         fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.stem}-", suffix=".mp4.tmp")
         os.close(fd)
         self._tmp = Path(tmp)
-        self._container = av.open(str(self._tmp), mode="w", format="mp4")
+        try:
+            self._container = av.open(str(self._tmp), mode="w", format="mp4")
+        except BaseException:
+            self._tmp.unlink(missing_ok=True)
+            raise
         codec = _video_codec()
         self._video = self._container.add_stream(codec, rate=self.fps)
         # yuv420p needs even sizes: odd frames get their last row / column repeated
@@ -144,6 +148,7 @@ class Mp4Writer:
             self._container.mux(self._audio.encode(None))
         self._container.close()
         self._closed = True
+        os.chmod(self._tmp, 0o644)  # mkstemp made it 0600; the clip is for other users too
         os.replace(self._tmp, self.path)
         return self.path
 
