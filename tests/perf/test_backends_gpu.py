@@ -17,23 +17,13 @@ from iris_pipeline.backends import BackendOptions, prepare_graph, tensorrt_graph
 from iris_pipeline.backends.stage_graphs import fastpitch_graphs, wav2lip_graph
 from iris_pipeline.backends.tensorrt import tensorrt_unavailable_reason
 from iris_pipeline.config import StageConfig
+from tests.support.gpu_timing import cuda_times_ms
 
 pytestmark = pytest.mark.gpu
 
 
 def _median_ms(fn, inputs, warmup: int = 5, repeats: int = 20) -> float:
-    for _ in range(warmup):
-        fn(*inputs)
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(repeats):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn(*inputs)
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times)
+    return statistics.median(cuda_times_ms(lambda: fn(*inputs), warmup=warmup, runs=repeats))
 
 
 def _graph_specs(name: str):

@@ -12,24 +12,14 @@ import pytest
 import torch
 
 from iris_pipeline import models
+from tests.support.gpu_timing import cuda_times_ms
 
 WARMUP = 5
 RUNS = 30
 
 
 def _median_ms(fn) -> float:
-    for _ in range(WARMUP):
-        fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(RUNS):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        torch.cuda.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times)
+    return statistics.median(cuda_times_ms(fn, warmup=WARMUP, runs=RUNS))
 
 
 @pytest.mark.gpu

@@ -17,6 +17,7 @@ import torch
 from iris_pipeline.audio import Waveform, read_audio, resample_waveform
 from iris_pipeline.config import StageConfig
 from iris_pipeline.stages.fastpitch import FastPitchStage
+from tests.support.gpu_timing import cuda_times_ms
 
 SPEECH = Path(__file__).resolve().parents[1] / "data" / "speech_en_16k.wav"
 SENTENCE = "The quick brown fox jumps over the lazy dog. "
@@ -26,18 +27,7 @@ RUNS = 30
 
 
 def _median_ms(fn) -> float:
-    for _ in range(WARMUP):
-        fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(RUNS):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        torch.cuda.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times)
+    return statistics.median(cuda_times_ms(fn, warmup=WARMUP, runs=RUNS))
 
 
 def _ten_second_job() -> tuple[str, Waveform]:

@@ -17,6 +17,7 @@ import torch
 from iris_pipeline.audio import Waveform
 from iris_pipeline.config import StageConfig
 from iris_pipeline.stages.rvc import PROMPT_SAMPLE_RATE, RVCStage
+from tests.support.gpu_timing import cuda_times_ms
 
 REFERENCE_SECONDS = 5.0
 WARMUP, RUNS = 3, 30
@@ -36,17 +37,8 @@ def test_rvc_full_fp16_stage_time(model, record_property):
                      size="full", device="cuda")
     stage.prepare()
     reference = reference_voice(REFERENCE_SECONDS)
-    for _ in range(WARMUP):
-        stage.run(reference=reference)
-    times = []
-    for _ in range(RUNS):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        torch.cuda.synchronize()
-        start.record()
-        prompt = stage.run(reference=reference)["prompt"]
-        end.record()
-        torch.cuda.synchronize()
-        times.append(start.elapsed_time(end))
+    times = cuda_times_ms(lambda: stage.run(reference=reference), warmup=WARMUP, runs=RUNS)
+    prompt = stage.run(reference=reference)["prompt"]
     assert prompt.sample_rate == PROMPT_SAMPLE_RATE and prompt.samples.is_cuda
     assert abs(prompt.seconds - REFERENCE_SECONDS) <= 0.03
     assert torch.isfinite(prompt.samples).all()

@@ -17,6 +17,7 @@ import torch
 
 from iris_pipeline.config import StageConfig
 from iris_pipeline.stages.wav2lip import Wav2LipStage
+from tests.support.gpu_timing import cuda_times_ms
 
 PHOTO = Path(__file__).resolve().parents[1] / "data" / "astronaut_face.jpg"
 FPS = 25.0
@@ -47,17 +48,8 @@ def test_wav2lip_full_fp16_stage_time(stage_and_avatar, clip_lengths, record_pro
         mel = (torch.rand(80, total, generator=gen) * 8 - 4).cuda()
         inputs = dict(mel=mel, mel_offset=0, total_mel_frames=total, avatar=avatar, frame_start=0,
                       frame_count=frames, fps=FPS)
-        for _ in range(WARMUP):
-            stage.run(**inputs)
-        times = []
-        for _ in range(RUNS):
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            torch.cuda.synchronize()
-            start.record()
-            out = stage.run(**inputs)
-            end.record()
-            torch.cuda.synchronize()
-            times.append(start.elapsed_time(end))
+        times = cuda_times_ms(lambda inputs=inputs: stage.run(**inputs), warmup=WARMUP, runs=RUNS)
+        out = stage.run(**inputs)
         assert out["frames"].shape == (frames, 720, 1280, 3)
         median = statistics.median(times)
         record_property(f"wav2lip_ms_median_{seconds:g}s", round(median, 2))
