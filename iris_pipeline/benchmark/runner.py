@@ -1,0 +1,281 @@
+"""The measurement loop: per clip length, warm-up, measured runs, throughput phases, memory.
+
+It drives any object with the `Pipeline` API (`submit(job) -> handle` with `chunks()` and
+`result()`), so the suite measures exactly what users call. Per clip length L:
+
+1. warm-up runs (not counted);
+2. measured runs, one job at a time: `latency_ms` = submit -> last chunk (speech + frames) on the
+   host, devices synchronised; `first_chunk_ms` = submit -> first chunk on the host; stage times
+   from `RenderResult.stage_ms`; the first `encode_runs` results are encoded to mp4 (`encode_ms`,
+   outside the latency);
+3. throughput: closed loops of c clients (each submits its next job when its last one finished),
+   c = 1, 2, 4, ... until the rate improves by less than `saturation_gain` (or `max_concurrency`).
+   The first c completions of a phase fill the pipeline and are not counted; the rate is the
+   completions after them over the time they took. The measured runs are themselves the c = 1
+   loop: where they meet the phase minimum, c = 1 is taken from them (runs / summed latency);
+4. memory and utilisation: the NVML sampler's window is reset at the start of L; busy / SM figures
+   cover the measured runs, the memory peak covers measured runs and throughput phases.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from iris_pipeline.benchmark.settings import Resolved
+from iris_pipeline.metrics import NvmlSampler, Summary, reset_torch_peaks, synchronize, torch_peak_gb
+
+Progress = Callable[[str], None]
+
+
+@dataclass
+class BenchTarget:
+    """What is measured: a prepared pipeline and how to make the job of one run."""
+
+    pipeline: Any
+    make_job: Callable[[float, int], Any]  # (clip seconds, run seed) -> Job
+    devices: list[torch.device] = field(default_factory=list)  # synchronised around each run
+
+
+@dataclass
+class RunSample:
+    index: int
+    seed: int
+    latency_ms: float
+    first_chunk_ms: float
+    stage_ms: dict[str, float]
+    chunks: int
+    pipeline_latency_ms: float  # the pipeline's own figure (from its handle), for cross-checking
+    encode_ms: float = math.nan
+    speech_s: float = math.nan
+    frames: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class Phase:
+    """One throughput phase: `concurrency` clients in a closed loop."""
+
+    concurrency: int
+    rate_cps: float
+    counted: int
+    window_s: float
+    discarded: int
+    valid: bool
+    why_invalid: str | None
+    source: str = "closed loop"  # or "latency runs" (c = 1 taken from the measured runs)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class ClipMeasurement:
+    clip_s: float
+    runs: list[RunSample]
+    warmup: list[RunSample]
+    phases: list[Phase]
+    saturating_concurrency: int | None
+    ramp_note: str | None
+    nvml_runs: Any  # NvmlSummary over the measured runs
+    nvml_all: Any  # NvmlSummary over runs + throughput phases
+    torch_peak_reserved_gb: float
+    encode_error: str | None = None
+
+    def figure_summary(self, figure: str, n_boot: int, seed: int, confidence: float) -> Summary | None:
+        values = [getattr(r, figure) for r in self.runs if not math.isnan(getattr(r, figure))]
+        return Summary.from_samples(values, n_boot=n_boot, seed=seed, confidence=confidence) if values else None
+
+    def stage_samples(self) -> dict[str, list[float]]:
+        names: list[str] = []
+        for r in self.runs:
+            names += [n for n in r.stage_ms if n not in names]
+        return {n: [r.stage_ms[n] for r in self.runs if n in r.stage_ms] for n in names}
+
+    def phase(self, concurrency: int | None) -> Phase | None:
+        return next((p for p in self.phases if p.concurrency == concurrency), None)
+
+
+def time_job(target: BenchTarget, job: Any, index: int = 0) -> tuple[RunSample, Any]:
+    """Run one job; latency from submit until its last chunk is on the host, device synchronised."""
+    start = _synced_now(target)
+    handle = target.pipeline.submit(job)
+    first = math.nan
+    chunks = []
+    for chunk in handle.chunks():
+        if math.isnan(first):
+            first = time.perf_counter()
+        chunks.append(chunk)
+    end = _synced_now(target)
+    # Pipeline API: chunks() hands each chunk out once; assemble() builds the clip from them
+    result = handle.assemble(chunks) if hasattr(handle, "assemble") else handle.result()
+    speech = getattr(result, "speech", None)
+    frames = getattr(result, "frames", None)
+    sample = RunSample(
+        index=index, seed=int(getattr(job, "seed", 0)), latency_ms=(end - start) * 1e3,
+        first_chunk_ms=(first - start) * 1e3, stage_ms=dict(result.stage_ms), chunks=int(result.chunks),
+        pipeline_latency_ms=float(result.latency_ms),
+        speech_s=float(speech.seconds) if speech is not None else math.nan,
+        frames=int(frames.shape[0]) if frames is not None and frames.ndim else 0,
+    )
+    return sample, result
+
+
+def _synced_now(target: BenchTarget) -> float:
+    synchronize(target.devices or None)
+    return time.perf_counter()
+
+
+def encode_result(result: Any, directory: Path) -> float:
+    """mp4 encoding of a result (frames + speech), in ms; not part of latency."""
+    from iris_pipeline.video import write_mp4
+
+    start = time.perf_counter()
+    write_mp4(directory / "clip.mp4", result.frames, result.fps, result.speech)
+    return (time.perf_counter() - start) * 1e3
+
+
+def throughput_phase(target: BenchTarget, clip_s: float, concurrency: int, min_seconds: float, min_clips: int,
+                     max_seconds: float, seed: int) -> Phase:
+    """`concurrency` clients each run jobs back to back until the phase's minimum is met."""
+    lock = threading.Lock()
+    done_at: list[float] = []
+    errors: list[BaseException] = []
+    stop = threading.Event()
+    seeds = iter(range(seed, seed + 10**9))
+
+    def client() -> None:
+        while not stop.is_set():
+            with lock:
+                job_seed = next(seeds)
+            try:
+                target.pipeline.submit(target.make_job(clip_s, job_seed)).result()
+            except BaseException as exc:  # noqa: BLE001 - reported by the phase
+                with lock:
+                    errors.append(exc)
+                stop.set()
+                return
+            with lock:
+                done_at.append(time.perf_counter())
+
+    threads = [threading.Thread(target=client, name=f"iris-bench-client-{i}", daemon=True)
+               for i in range(concurrency)]
+    started = time.perf_counter()
+    for t in threads:
+        t.start()
+    valid, why = True, None
+    stamps: list[float] = []
+    while True:
+        time.sleep(0.002)
+        with lock:
+            stamps = list(done_at)
+        if errors:
+            break
+        counted = len(stamps) - concurrency
+        if counted >= 2 and (stamps[-1] - stamps[concurrency - 1] >= min_seconds or counted >= min_clips):
+            break
+        if time.perf_counter() - started > max_seconds:
+            valid, why = False, (f"phase stopped after {max_seconds:g} s (phase_max_seconds) before its minimum "
+                                 f"(>= {min_seconds:g} s or >= {min_clips} clips)")
+            break
+    stop.set()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+    # the rate counts the completions after the fill up to the stop decision: those that landed while
+    # the clients wound down are left out (the loop was no longer closed)
+    counted = max(0, len(stamps) - concurrency)
+    window_s = stamps[-1] - stamps[concurrency - 1] if counted else math.nan
+    rate = counted / window_s if counted and window_s > 0 else math.nan
+    return Phase(concurrency, rate, counted, window_s, min(len(stamps), concurrency), valid, why)
+
+
+def phase_from_runs(runs: list[RunSample], min_seconds: float, min_clips: int) -> Phase | None:
+    """The measured runs as the concurrency-1 phase, when they meet the phase minimum: they are a
+    closed loop with one job in flight (each submitted when the previous finished). The window is
+    the sum of their latencies: the gaps between runs (mp4 encoding, bookkeeping) are not the
+    pipeline's time. None when the runs are too few or too short."""
+    busy_s = sum(r.latency_ms for r in runs) / 1e3
+    if len(runs) < 2 or not (busy_s >= min_seconds or len(runs) >= min_clips):
+        return None
+    return Phase(1, len(runs) / busy_s, len(runs), busy_s, 0, True, None, source="latency runs")
+
+
+def ramp(target: BenchTarget, clip_s: float, resolved: Resolved, seed: int,
+         progress: Progress | None = None, first: Phase | None = None) -> tuple[list[Phase], int | None, str | None]:
+    """Concurrency 1, 2, 4, ... while the rate still improves by more than `saturation_gain`
+    (`first`: an already measured concurrency-1 phase)."""
+    s = resolved.settings
+    phases: list[Phase] = []
+    concurrency = 1
+    best: Phase | None = None
+    note = None
+    while concurrency <= resolved.max_concurrency:
+        if concurrency == 1 and first is not None:
+            phase = first
+        else:
+            if progress:
+                progress(f"clip {clip_s:g} s: throughput at concurrency {concurrency}")
+            phase = throughput_phase(target, clip_s, concurrency, resolved.phase_min_seconds,
+                                     resolved.phase_min_clips, s.phase_max_seconds, seed + 100_000 * concurrency)
+        phases.append(phase)
+        improved = best is None or (not math.isnan(phase.rate_cps)
+                                    and phase.rate_cps > best.rate_cps * (1 + s.saturation_gain))
+        if best is None or (not math.isnan(phase.rate_cps) and phase.rate_cps > best.rate_cps):
+            best = phase
+        if not improved:
+            break
+        concurrency *= 2
+    else:
+        note = (f"the rate still improved at max_concurrency {resolved.max_concurrency}: the saturating "
+                "concurrency may be higher")
+    return phases, (best.concurrency if best is not None else None), note
+
+
+def measure_clip(target: BenchTarget, clip_s: float, resolved: Resolved, sampler: NvmlSampler,
+                 progress: Progress | None = None) -> ClipMeasurement:
+    s = resolved.settings
+    warmup: list[RunSample] = []
+    for i in range(resolved.warmup):
+        if progress:
+            progress(f"clip {clip_s:g} s: warm-up {i + 1}/{resolved.warmup}")
+        sample, _ = time_job(target, target.make_job(clip_s, s.seed + i), index=-1 - i)
+        warmup.append(sample)
+    sampler.reset()
+    reset_torch_peaks(target.devices or None)
+    runs: list[RunSample] = []
+    encode_error = None
+    with tempfile.TemporaryDirectory(prefix="iris-bench-encode-") as tmp:
+        for i in range(resolved.runs):
+            if progress:
+                progress(f"clip {clip_s:g} s: run {i + 1}/{resolved.runs}")
+            sample, result = time_job(target, target.make_job(clip_s, s.seed + 1000 + i), index=i)
+            if i < s.encode_runs and encode_error is None:
+                try:
+                    sample.encode_ms = encode_result(result, Path(tmp))
+                except Exception as exc:  # a broken encoder must not lose the latency figures
+                    encode_error = f"{type(exc).__name__}: {exc}"
+            del result
+            runs.append(sample)
+    nvml_runs = sampler.summary()
+    phases: list[Phase] = []
+    saturating, note = None, None
+    if s.throughput:
+        first = phase_from_runs(runs, resolved.phase_min_seconds, resolved.phase_min_clips)
+        phases, saturating, note = ramp(target, clip_s, resolved, s.seed + 10_000, progress, first)
+    nvml_all = sampler.summary()
+    return ClipMeasurement(clip_s=clip_s, runs=runs, warmup=warmup, phases=phases,
+                           saturating_concurrency=saturating, ramp_note=note, nvml_runs=nvml_runs,
+                           nvml_all=nvml_all, torch_peak_reserved_gb=torch_peak_gb("reserved", target.devices or None)
+                           if target.devices else math.nan, encode_error=encode_error)

@@ -1,0 +1,162 @@
+"""`iris bench`: the clip-length matrix on the chosen device -> bench.csv, bench.json, summary.json,
+a table of verdicts per target; `--gate` makes a missed target a non-zero exit; `--ab REF` checks
+the working tree against REF for a latency regression instead.
+
+Exit codes with --gate: 0 all gates PASS; 1 a target missed (FAIL); 3 no FAIL but a gate INVALID
+(could not be decided: too few runs, NVML missing, ...). With --ab: 1 when a regression is found.
+"""
+
+from __future__ import annotations
+
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+import typer
+
+EXIT_FAIL = 1
+EXIT_INVALID = 3
+
+
+def default_out_dir() -> Path:
+    return Path("benchmarks") / "out" / datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+
+
+def bench_command(
+    clip_lengths: str = typer.Option("5,10,30", "--clip-lengths", help="clip lengths in seconds (120 = stress, opt-in)"),
+    runs: int | None = typer.Option(None, "--runs", min=1, help="measured runs per clip length (GPU 30, CPU 5)"),
+    warmup: int | None = typer.Option(None, "--warmup", min=0, help="warm-up runs per clip length (GPU 3, CPU 1)"),
+    config: Path | None = typer.Option(None, "--config", help="pipeline config YAML; an optional top-level "
+                                                              "`bench:` mapping holds benchmark settings"),
+    size: str | None = typer.Option(None, "--size", help="full or tiny (default: full with a GPU, tiny without)"),
+    device: str | None = typer.Option(None, "--device", help="auto (default: the best device present), cpu, cuda:N"),
+    precision: str | None = typer.Option(None, "--precision", help="every stage: fp32, fp16, bf16, int8"),
+    backend: str | None = typer.Option(None, "--backend", help="every stage: eager, compile, tensorrt"),
+    stage_precision: list[str] = typer.Option([], "--stage-precision", help="STAGE=PRECISION (repeatable)"),
+    stage_backend: list[str] = typer.Option([], "--stage-backend", help="STAGE=BACKEND (repeatable)"),
+    targets: Path | None = typer.Option(None, "--targets", help="targets YAML (default: the users' targets)"),
+    out: Path | None = typer.Option(None, "--out", help="output directory (default: benchmarks/out/<UTC time>)"),
+    gate: bool = typer.Option(False, "--gate", help="exit non-zero when a target is missed or undecidable"),
+    history: Path | None = typer.Option(None, "--history", help="append the CSV rows to this history CSV"),
+    statistic: list[str] = typer.Option([], "--statistic", help="FIGURE=STAT, e.g. latency_ms=p90 (repeatable)"),
+    marginal: str = typer.Option("pass", "--marginal", help="a point estimate within target whose CI is not: "
+                                                             "pass (with a note) or invalid"),
+    throughput: bool = typer.Option(True, "--throughput/--no-throughput", help="run the throughput phases"),
+    max_concurrency: int | None = typer.Option(None, "--max-concurrency", min=1, help="ramp limit (GPU 16, CPU 2)"),
+    phase_min_seconds: float | None = typer.Option(None, "--phase-min-seconds", min=0.0),
+    phase_min_clips: int | None = typer.Option(None, "--phase-min-clips", min=1),
+    encode_runs: int | None = typer.Option(None, "--encode-runs", min=0, help="runs also encoded to mp4 (5)"),
+    fresh_voice: bool = typer.Option(False, "--fresh-voice", help="a new reference per run (times RVC per clip)"),
+    avatar: Path | None = typer.Option(None, "--avatar", help="avatar image/video (default: the bundled photo)"),
+    reference: Path | None = typer.Option(None, "--reference", help="reference speech (default: synthetic, seeded)"),
+    transcript: str | None = typer.Option(None, "--transcript", help="transcript of --reference"),
+    language: str | None = typer.Option(None, "--language", help="script language (en)"),
+    seed: int | None = typer.Option(None, "--seed", help="seed of jobs, reference and bootstrap (0)"),
+    ab: str | None = typer.Option(None, "--ab", help="A/B regression check of the working tree against this git ref"),
+    ab_base_dir: Path | None = typer.Option(None, "--ab-base-dir", help="A/B against this checkout directory"),
+    ab_pairs: int = typer.Option(20, "--ab-pairs", min=1, help="interleaved pairs per clip length"),
+    ab_threshold: float = typer.Option(0.05, "--ab-threshold", help="slowdown of the median that may fail (0.05 = 5 %)"),
+    ab_floor_ms: float = typer.Option(2.0, "--ab-floor-ms", help="absolute floor of the median difference, ms"),
+    ab_alpha: float = typer.Option(0.05, "--ab-alpha", help="significance level of the Mann-Whitney U test"),
+    quiet: bool = typer.Option(False, "--quiet", help="no progress lines"),
+) -> None:
+    """Run the benchmark matrix and judge it against the targets (or, with --ab, against a base ref)."""
+    from rich.console import Console
+
+    from iris_pipeline.benchmark import settings as bench_settings
+    from iris_pipeline.benchmark.session import build_config
+    from iris_pipeline.config import load_targets
+
+    console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
+    progress = None if quiet else (lambda text: console.print(f"[dim]bench: {text}[/]"))
+    file_settings, pipeline_data = _split_config(config)
+    flags = {"clip_lengths": bench_settings.parse_clip_lengths(clip_lengths) if clip_lengths else None,
+             "runs": runs, "warmup": warmup, "max_concurrency": max_concurrency,
+             "phase_min_seconds": phase_min_seconds, "phase_min_clips": phase_min_clips, "encode_runs": encode_runs,
+             "avatar": avatar, "reference": reference, "transcript": transcript, "language": language, "seed": seed}
+    merged = {**file_settings, **{k: v for k, v in flags.items() if v is not None}}
+    merged.update(statistics={**file_settings.get("statistics", {}),
+                              **bench_settings.parse_assignments(statistic, "--statistic")},
+                  marginal=marginal, throughput=throughput and file_settings.get("throughput", True),
+                  fresh_voice=fresh_voice or file_settings.get("fresh_voice", False))
+    settings = bench_settings.parse_settings(merged)
+    cfg = build_config(pipeline_data, size=size, device=device, precision=precision, backend=backend,
+                       stage_precision=bench_settings.parse_assignments(stage_precision, "--stage-precision"),
+                       stage_backend=bench_settings.parse_assignments(stage_backend, "--stage-backend"))
+    out_dir = out or default_out_dir()
+    if ab is not None or ab_base_dir is not None:
+        from iris_pipeline.benchmark.abrun import run_ab_command
+
+        code = run_ab_command(settings, cfg, out_dir, ab, ab_base_dir, ab_pairs, ab_threshold, ab_floor_ms,
+                              ab_alpha, console, progress)
+        raise typer.Exit(code)
+    targets_obj = load_targets(targets)  # read first: a bad targets file fails before the long run
+    code = _run(settings, cfg, targets_obj, str(targets) if targets else "default (iris_pipeline/defaults/targets.yaml)",
+                out_dir, history, gate, console, progress)
+    raise typer.Exit(code)
+
+
+def _split_config(path: Path | None) -> tuple[dict, Path | dict | None]:
+    """The `bench:` mapping of a config YAML (settings) and the rest (the pipeline config)."""
+    if path is None:
+        return {}, None
+    import yaml
+
+    from iris_pipeline.errors import ConfigError
+
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config file ({exc.strerror or exc})") from None
+    except yaml.YAMLError:
+        raise ConfigError(f"{path}: not valid YAML") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping, got {type(data).__name__}")
+    bench = data.pop("bench", None) or {}
+    if not isinstance(bench, dict):
+        raise ConfigError(f"{path}: bench: must be a mapping of benchmark settings")
+    return bench, {"data": data, "source": str(path)}
+
+
+def _run(settings, cfg, targets, targets_name: str, out_dir: Path, history: Path | None, gate: bool,
+         console, progress) -> int:
+    from rich.console import Console
+
+    from iris_pipeline.benchmark import results, verdicts
+    from iris_pipeline.benchmark.session import run_benchmark
+    from iris_pipeline.benchmark.table import print_report
+
+    result = run_benchmark(settings, cfg, progress=progress)
+    found = results.evaluate(result, targets)
+    if not found:
+        result.notes.append("no targets for these clip lengths in the targets file: nothing was gated")
+    paths = results.write_outputs(result, found, out_dir, targets_name, history)
+    rows = results.csv_rows(result)
+    overall = verdicts.overall(found)
+    print_report(rows, found, result.gpu_name, result.notes, overall,
+                 Console(width=None if sys.stdout.isatty() else 160))
+    for kind, path in paths.items():
+        typer.echo(f"{kind}: {path}")
+    typer.echo(f"results in {out_dir}")
+    if not gate:
+        return 0
+    code, lines = gate_outcome(found, result.gpu_name)
+    for line in lines:
+        typer.echo(line, err=True)
+    return code
+
+
+def gate_outcome(found, gpu: str | None) -> tuple[int, list[str]]:
+    """Exit code of `--gate` and the lines saying why: FAIL -> 1 (the failed gates), else INVALID -> 3
+    (the undecided gates), else 0."""
+    from iris_pipeline.benchmark import verdicts
+
+    overall = verdicts.overall(found)
+    if overall == verdicts.PASS:
+        return 0, []
+    lines = [f"PERF GATE {v.message(gpu)}" for v in found if v.verdict == overall]
+    return (EXIT_FAIL if overall == verdicts.FAIL else EXIT_INVALID), lines
+
+
+def register(app: typer.Typer) -> None:
+    app.command("bench")(bench_command)
