@@ -9,7 +9,14 @@ mel format with exactly the frame count `audio.wav2lip_mel` gives for the same s
 `lipsync_features` is a pipeline setting (`PipelineConfig.lipsync_features`), so it is a
 constructor argument, not a stage option: with "speech" the decoder is skipped and the lip-sync
 mel is `audio.wav2lip_mel(speech)` (classic Wav2Lip); alignment still runs for durations and
-subtitles. Stage options (`config.options`): `use_prior` (bool, default true).
+subtitles. Stage options (`config.options`): `use_prior` (bool, default true) and `backend`.
+
+The render runs as two backend graphs (`backends.prepare_graph`: eager, compile or tensorrt at the
+stage's precision; settings under `options.backend`): the encoder (symbols -> encodings with pitch
+and energy added), then length regulation in PyTorch (its output length depends on the durations'
+values), then the decoder (regulated, lengths -> mel). Eager computes exactly what `FastPitch.infer`
+computes. The aligner (speech -> durations) runs eagerly whatever the backend: it is a small part of
+the stage's time and takes the speech mel, whose length has no useful bound for an engine profile.
 """
 
 from __future__ import annotations
@@ -23,11 +30,14 @@ from pydantic import BaseModel, ConfigDict
 from iris_pipeline import models
 from iris_pipeline.alignment import beta_binomial_prior, monotonic_alignment_search
 from iris_pipeline.audio import Waveform, check_waveform, wav2lip_mel
+from iris_pipeline.backends import GraphSpec, PreparedGraph, backend_options, prepare_graph
+from iris_pipeline.backends.stage_graphs import fastpitch_graphs
 from iris_pipeline.config import StageConfig
-from iris_pipeline.config import parse_options as config_options
 from iris_pipeline.errors import ConfigError, InputError
 from iris_pipeline.melbridge import MelBridge
+from iris_pipeline.models.fastpitch import regulate_length
 from iris_pipeline.models.fastpitch.mel import fastpitch_mel
+from iris_pipeline.stages.backend_support import check_profile, parse_own_options
 from iris_pipeline.stages.base import Stage
 from iris_pipeline.subtitles import symbol_timings, word_timings
 from iris_pipeline.text.fastpitch_en import EncodedText, encode, warm_up
@@ -44,7 +54,8 @@ class FastPitchOptions(BaseModel):
 
 
 def parse_options(options: dict[str, Any]) -> FastPitchOptions:
-    return config_options(options=options, model=FastPitchOptions, prefix="fastpitch.options")
+    """The stage's own options; the `backend` sub-mapping is validated by `backends.backend_options`."""
+    return parse_own_options(options, FastPitchOptions, "fastpitch")
 
 
 @dataclass(frozen=True)
@@ -67,8 +78,13 @@ class FastPitchStage(Stage):
         self.lipsync_features = lipsync_features
         self.seed = seed
         self.options = parse_options(config.options)
+        self.backend_options = backend_options(config, self.name)
         self.bridge = MelBridge()
         self.model: torch.nn.Module | None = None
+        self.encoder_spec: GraphSpec | None = None
+        self.decoder_spec: GraphSpec | None = None
+        self.encoder: PreparedGraph | None = None
+        self.decoder: PreparedGraph | None = None
 
     def _prepare(self) -> None:
         if self.config.checkpoint is not None:
@@ -76,6 +92,10 @@ class FastPitchStage(Stage):
         else:
             model = models.build("fastpitch", size=self.size, seed=self.seed)
         self.model = model.to(device=self.device, dtype=self.dtype).eval()
+        if self.lipsync_features == "fastpitch":  # the speech mode never renders
+            self.encoder_spec, self.decoder_spec = fastpitch_graphs(self.model, self.size)
+            self.encoder, self.decoder = (prepare_graph(spec, self.config, stage=self.name, device=self.device)
+                                          for spec in (self.encoder_spec, self.decoder_spec))
         warm_up()  # keep the text front end's import cost out of the first chunk
 
     # --- steps -----------------------------------------------------------------------------------
@@ -92,16 +112,26 @@ class FastPitchStage(Stage):
                              f"{n_symbols} symbols of the text; cannot align")
         ids = torch.tensor(encoded.ids, dtype=torch.long, device=self.device)[None]
         prior = beta_binomial_prior(n_symbols, n_frames).to(self.device)[None] if self.options.use_prior else None
-        log_attn = self.model.align(ids, mel[None].to(self.dtype), prior)
+        weights = next(self.model.parameters()).dtype  # fp32 when the backend autocasts
+        log_attn = self.model.align(ids, mel[None].to(weights), prior)
         durations = torch.from_numpy(monotonic_alignment_search(log_attn[0])).to(self.device)
         return Alignment(encoded, mel, durations)
 
     @torch.no_grad()
     def render(self, symbol_ids: torch.Tensor, durations: torch.Tensor) -> torch.Tensor:
         """FastPitch log-mel [80, sum(durations)] for symbol ids [N] with forced durations [N]."""
-        out = self.model.infer(symbol_ids.to(self.device)[None], durations=durations.to(self.device)[None],
-                               pace=1.0)
-        return out.mel[0, :, : int(out.mel_lengths[0])].float()
+        if self.encoder is None or self.decoder is None:
+            raise RuntimeError("fastpitch.render() needs prepare() in the fastpitch lip-sync mode")
+        tensorrt = self.config.backend == "tensorrt"
+        symbols = symbol_ids.to(self.device)[None]
+        if tensorrt:
+            check_profile(self.encoder_spec, (symbols,), self.name)
+        encodings = self.encoder(symbols)
+        regulated, lengths = regulate_length(durations.to(self.device)[None], encodings, pace=1.0)
+        if tensorrt:
+            check_profile(self.decoder_spec, (regulated, lengths), self.name)
+        mel = self.decoder(regulated, lengths)
+        return mel[0, :, : int(lengths[0])].float()
 
     def run(self, **inputs: Any) -> dict[str, Any]:
         self.check_inputs(inputs)

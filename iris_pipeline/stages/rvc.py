@@ -3,6 +3,11 @@
 `run(reference)` -> {"prompt": Waveform at 24 kHz}. The result depends only on the reference and
 the voice, so it is cached on disk by (reference hash, voice hash, pitch shift); the voice hash
 covers every file and setting that changes the output (RVC model, HuBERT, RMVPE, index, options).
+
+Backends: `eager`, or `compile`: torch.compile (dynamic shapes: segment lengths vary) of the HuBERT
+transformer and of the synthesizer's text encoder, flow and NSF decoder, with `options.backend`'s
+compile settings; RMVPE and the index search stay eager. `tensorrt` is refused: the conversion runs
+once per reference and its result is cached on disk, so an engine per model would not pay for itself.
 """
 
 from __future__ import annotations
@@ -15,12 +20,13 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from iris_pipeline import models
 from iris_pipeline.audio import Waveform, check_waveform, resample
+from iris_pipeline.backends import backend_options, compile_callable
 from iris_pipeline.cache import DiskCache, content_hash, default_cache_dir, tensor_hash
 from iris_pipeline.config import StageConfig
-from iris_pipeline.config import parse_options as config_options
 from iris_pipeline.errors import ConfigError, InputError
 from iris_pipeline.models.rvc.inference import CHUNKS_FULL, CHUNKS_HALF, ChunkConstants, VoiceConverter
 from iris_pipeline.models.rvc.retrieval import FeatureIndex
+from iris_pipeline.stages.backend_support import parse_own_options, require_backend
 from iris_pipeline.stages.base import Stage
 
 PROMPT_SAMPLE_RATE = 24000  # VALL-E X / EnCodec rate
@@ -63,7 +69,8 @@ class RVCOptions(BaseModel):
 
 
 def parse_options(options: dict[str, Any]) -> RVCOptions:
-    return config_options(options=options, model=RVCOptions, prefix="rvc.options")
+    """The stage's own options; the `backend` sub-mapping is validated by `backends.backend_options`."""
+    return parse_own_options(options, RVCOptions, "rvc")
 
 
 def check_reference(reference: Waveform) -> None:
@@ -85,7 +92,10 @@ class RVCStage(Stage):
     def __init__(self, config: StageConfig, size: str = "full", device: str | torch.device = "cpu",
                  seed: int = 0):
         super().__init__(config, size, device)
+        require_backend(config, self.name, ("eager", "compile"),
+                        "for RVC (one conversion per reference, cached on disk: an engine would not pay off)")
         self.options = parse_options(config.options)
+        self.backend_options = backend_options(config, self.name)
         self.seed = seed
         self.converter: VoiceConverter | None = None
         self.voice_hash: str | None = None
@@ -125,6 +135,8 @@ class RVCStage(Stage):
         if o.speaker_id >= synthesizer.config.spk_embed_dim:
             raise ConfigError(f"rvc.options.speaker_id: {o.speaker_id} is out of range; the voice model has "
                               f"{synthesizer.config.spk_embed_dim} speakers")
+        if self.config.backend == "compile":
+            self._compile(hubert, synthesizer)
         index = None
         if o.index_path is not None and o.index_rate > 0:
             index = FeatureIndex(o.index_path, option_name="rvc.options.index_path")
@@ -138,6 +150,14 @@ class RVCStage(Stage):
         self.voice_hash = self._voice_hash()
         if o.cache:
             self.cache = DiskCache(o.cache_dir or default_cache_dir("rvc"), max_entries=o.cache_max_entries)
+
+    def _compile(self, hubert: torch.nn.Module, synthesizer: torch.nn.Module) -> None:
+        """torch.compile the heavy, shape-polymorphic parts in place (parameters and names unchanged)."""
+        b = self.backend_options
+        dynamic = True if b.compile_dynamic is None else b.compile_dynamic  # segment lengths always vary
+        for part in (hubert.encoder, synthesizer.enc_p, synthesizer.flow, synthesizer.dec):
+            part.forward = compile_callable(part.forward, mode=b.compile_mode, dynamic=dynamic,
+                                            fullgraph=b.compile_fullgraph)
 
     def _voice_hash(self) -> str:
         """Hash of everything but the reference and the pitch shift that changes the output."""

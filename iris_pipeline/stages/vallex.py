@@ -4,6 +4,13 @@
 `run` / `run_batch` assemble the official inference input (prompt phonemes ++ script phonemes,
 prompt language for the prompt part, per-character language for the script part), decode AR + NAR
 with the batched fast decoder, and turn the codes into audio with Vocos (EnCodec's decoder as option).
+
+Backends: `eager` runs the decode step as plain PyTorch; `compile` replays the static-KV-cache step
+as a CUDA graph (captured once per batch and capacity, in the manner of gpt-fast; `use_cuda_graph`
+overrides the choice). `tensorrt` is refused with a ConfigError: the decode is a host-driven loop of
+sampling and early stopping around one step, not one exported graph; the replayed CUDA graph is
+this stage's fast path. `options.backend` is validated like every stage's (its compile settings
+do not apply here: the step is captured by hand, not by torch.compile).
 """
 
 from __future__ import annotations
@@ -18,11 +25,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from iris_pipeline import models
 from iris_pipeline.audio import Waveform, check_waveform, resample
+from iris_pipeline.backends import backend_options
 from iris_pipeline.config import StageConfig
-from iris_pipeline.config import parse_options as config_options
 from iris_pipeline.errors import ConfigError, InputError
 from iris_pipeline.models.vallex.config import LANGUAGE_IDS, NUM_QUANTIZERS, SAMPLE_RATE
 from iris_pipeline.models.vallex.decode import DecodeRequest, Sampling, VallexDecoder
+from iris_pipeline.stages.backend_support import parse_own_options, require_backend
 from iris_pipeline.stages.base import Stage
 from iris_pipeline.text.vallex_g2p import LANGUAGES, phonemize
 from iris_pipeline.text.vallex_sentences import split_sentences
@@ -39,7 +47,7 @@ class VallexOptions(BaseModel):
     decoder: Literal["vocos", "encodec"] = "vocos"
     use_cuda_graph: bool | None = Field(
         default=None, description="replay the AR step as a CUDA graph (CUDA only); None: when the stage's "
-                                  "backend is not eager (compile; tensorrt also falls back to it here)")
+                                  "backend is compile")
     sampling_in_graph: bool = Field(
         default=False, description="Gumbel-max draw fused into the replayed step (same distribution, "
                                    "other random stream than the official torch.multinomial)")
@@ -54,7 +62,8 @@ class VallexOptions(BaseModel):
 
 
 def parse_options(options: dict[str, Any]) -> VallexOptions:
-    return config_options(options=options, model=VallexOptions, prefix="vallex.options")
+    """The stage's own options; the `backend` sub-mapping is validated by `backends.backend_options`."""
+    return parse_own_options(options, VallexOptions, "vallex")
 
 
 @dataclass(frozen=True)
@@ -91,7 +100,9 @@ class VallexStage(Stage):
     def __init__(self, config: StageConfig, size: str = "full", device: str | torch.device = "cpu",
                  seed: int = 0):
         super().__init__(config, size, device)
+        require_backend(config, self.name, ("eager", "compile"), "for the autoregressive decode")
         self.options = parse_options(config.options)
+        self.backend_options = backend_options(config, self.name)
         self.seed = seed
         self.model: torch.nn.Module | None = None
         self.encodec: torch.nn.Module | None = None
@@ -117,7 +128,7 @@ class VallexStage(Stage):
         if opts.decoder == "vocos":
             self.vocos = self._load("vocos_encodec_24khz", opts.vocos_checkpoint).to(self.device,
                                                                                      self.codec_dtype)
-        use_graph = opts.use_cuda_graph if opts.use_cuda_graph is not None else self.config.backend != "eager"
+        use_graph = opts.use_cuda_graph if opts.use_cuda_graph is not None else self.config.backend == "compile"
         self.decoder = VallexDecoder(self.model, use_cuda_graph=use_graph, eos_check_every=opts.eos_check_every)
 
     def _require_prepared(self, what: str) -> None:

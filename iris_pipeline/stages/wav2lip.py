@@ -5,6 +5,12 @@ second) reads the mel window starting at `min(int(f * (80 / fps)), total_mel_fra
 avatar's 96x96 crop has its lower half zeroed and is stacked with the unmasked crop as the
 reference (6 channels, /255, BGR as the model was trained on OpenCV frames); the generated crop is
 resized back to the face box (bilinear) and pasted into the avatar frame.
+
+The generator runs through `backends.prepare_graph` (`backend`: eager, compile or tensorrt at the
+stage's precision; settings under `options.backend`). A TensorRT INT8 engine is calibrated on the
+stage's own inputs when `calibration_avatar` and `calibration_speech` are set: seeded batches of
+frames built exactly as `run` builds them (masked crops of that avatar, mel windows of that speech);
+without them on the backend's seeded synthetic set (speech-like mel, smooth face-like crops).
 """
 
 from __future__ import annotations
@@ -14,9 +20,10 @@ from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from iris_pipeline import models
+from iris_pipeline.audio import read_audio, wav2lip_mel
 from iris_pipeline.avatar import (
     CROP_SIZE,
     DEFAULT_PADS,
@@ -25,11 +32,14 @@ from iris_pipeline.avatar import (
     Progress,
     prepare_avatar,
 )
+from iris_pipeline.backends import GraphSpec, PreparedGraph, backend_options, prepare_graph
+from iris_pipeline.backends.stage_graphs import WAV2LIP_PROFILES, wav2lip_graph
+from iris_pipeline.backends.tensorrt import tensorrt_unavailable_reason
 from iris_pipeline.cache import DiskCache, default_cache_dir
 from iris_pipeline.config import StageConfig
-from iris_pipeline.config import parse_options as config_options
-from iris_pipeline.errors import InputError
+from iris_pipeline.errors import ConfigError, InputError
 from iris_pipeline.face_detectors import FaceDetector, make_face_detector
+from iris_pipeline.stages.backend_support import check_profile, parse_own_options
 from iris_pipeline.stages.base import Stage
 
 MEL_STEP = 16  # mel frames per window
@@ -51,10 +61,20 @@ class Wav2LipOptions(BaseModel):
     resize_factor: int = Field(default=1, ge=1, le=16)
     cache_dir: Path | None = None
     cache_entries: int = Field(default=16, ge=1, le=10000)
+    calibration_avatar: Path | None = Field(default=None, description="INT8: avatar whose crops calibrate")
+    calibration_speech: Path | None = Field(default=None, description="INT8: speech whose mel calibrates")
+    calibration_fps: float = Field(default=25.0, ge=1.0, le=120.0)
+
+    @model_validator(mode="after")
+    def _calibration_pair(self) -> Wav2LipOptions:
+        if (self.calibration_avatar is None) != (self.calibration_speech is None):
+            raise ValueError("calibration_avatar and calibration_speech must be given together")
+        return self
 
 
 def parse_options(options: dict[str, Any]) -> Wav2LipOptions:
-    return config_options(options=options, model=Wav2LipOptions, prefix="wav2lip.options")
+    """The stage's own options; the `backend` sub-mapping is validated by `backends.backend_options`."""
+    return parse_own_options(options, Wav2LipOptions, "wav2lip")
 
 
 def mel_window_starts(frames: torch.Tensor, fps: float, total_mel_frames: int) -> torch.Tensor:
@@ -86,18 +106,92 @@ class Wav2LipStage(Stage):
                  seed: int = 0):
         super().__init__(config, size, device)
         self.options = parse_options(config.options)
+        self.backend_options = backend_options(config, self.name)
         self.seed = seed
-        self.model: torch.nn.Module | None = None
+        self._model: torch.nn.Module | None = None
+        self._graph: PreparedGraph | None = None
+        self._spec: GraphSpec | None = None
+        self.calibration_source: str | None = None  # INT8 only: "recorded" or "synthetic"
         self._detector: FaceDetector | None = None
 
     # --- models ---------------------------------------------------------------------------------
+
+    @property
+    def model(self) -> torch.nn.Module | None:
+        """The generator module; assigning another one makes the next batch prepare its graph anew."""
+        return self._model
+
+    @model.setter
+    def model(self, module: torch.nn.Module | None) -> None:
+        self._model, self._graph, self._spec = module, None, None
 
     def _prepare(self) -> None:
         if self.config.checkpoint is not None:
             model = models.load("wav2lip", self.config.checkpoint, size=self.size)
         else:
             model = models.build("wav2lip", size=self.size, seed=self.seed)
-        self.model = model.to(device=self.device, dtype=self.dtype).eval()
+        self.model = model.to(device=self.device).eval()  # the backend casts it to the precision
+        self._prepare_generator()
+
+    def graph_spec(self, recorded: list[tuple[torch.Tensor, ...]] | None = None) -> GraphSpec:
+        """The generator as a backend graph, its batch range covering `options.batch_size`."""
+        lo, opt, hi = WAV2LIP_PROFILES[self.size]["batch"]
+        batch = self.options.batch_size
+        override = {"batch": (lo, min(opt, batch), batch)} if batch > hi else None
+        spec = wav2lip_graph(self._model, self.size, override)
+        spec.recorded_inputs = recorded
+        return spec
+
+    def _prepare_generator(self) -> PreparedGraph:
+        recorded = None
+        if self.config.backend == "tensorrt":
+            reason = tensorrt_unavailable_reason(self.device)
+            if reason is not None:  # before any calibration work
+                raise ConfigError(f"wav2lip.backend: tensorrt is not usable here: {reason}")
+            if self.config.precision == "int8":
+                recorded = self.calibration_inputs()
+        self._spec = self.graph_spec(recorded)
+        self._graph = prepare_graph(self._spec, self.config, stage=self.name, device=self.device)
+        if self.calibration_source is not None:
+            self._graph.details["calibration"] = self.calibration_source
+        return self._graph
+
+    @property
+    def generator(self) -> PreparedGraph:
+        """The prepared generator graph (prepared on first use after the model changed)."""
+        return self._graph if self._graph is not None else self._prepare_generator()
+
+    def calibration_inputs(self) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
+        """Recorded INT8 calibration batches from the configured avatar and speech, else None (synthetic)."""
+        opts = self.options
+        if opts.calibration_avatar is None or opts.calibration_speech is None:
+            self.calibration_source = "synthetic"
+            return None
+        int8 = self.backend_options.int8
+        avatar = self.prepare_avatar(opts.calibration_avatar, fps=opts.calibration_fps)
+        speech = read_audio(opts.calibration_speech, "wav2lip.options.calibration_speech")
+        mel = wav2lip_mel(speech.samples.float(), speech.sample_rate)
+        batch = self.graph_spec().profile.point("opt")["batch"]
+        self.calibration_source = "recorded"
+        return self.record_inputs(mel, avatar, opts.calibration_fps, int8.calibration_samples +
+                                  int8.held_out_samples, batch, int8.seed)
+
+    def record_inputs(self, mel: torch.Tensor, avatar: Avatar, fps: float, samples: int, batch: int,
+                      seed: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """`samples` batches of `batch` generator inputs (fp32, CPU), built exactly as `run` builds them
+        for frames of the speech whose whole mel [80, M] is `mel`, the frames drawn with `seed`."""
+        total = int(mel.shape[1])
+        check_speech_length(total, fps)
+        video_frames = max(1, int(total / MEL_FRAMES_PER_SECOND * fps))
+        generator = torch.Generator().manual_seed(seed)
+        mel = mel.to(self.device, torch.float32)
+        recorded = []
+        for _ in range(samples):
+            frames = torch.randint(0, video_frames, (batch,), generator=generator)
+            windows = self._windows(mel, mel_window_starts(frames, fps, total))
+            crops = avatar.crops[avatar.frame_indices(frames, fps)]
+            recorded.append(tuple(t.float().cpu() for t in self._model_inputs(windows, crops, torch.float32)))
+        return recorded
 
     # --- avatars --------------------------------------------------------------------------------
 
@@ -105,7 +199,7 @@ class Wav2LipStage(Stage):
         if self._detector is None:
             opts = self.options
             self._detector = make_face_detector(opts.face_detector, opts.s3fd_checkpoint, self.device,
-                                                opts.face_det_batch_size)
+                                                opts.face_det_batch_size, size=self.size)
         return self._detector
 
     def prepare_avatar(self, path: str | Path, fps: float = 25.0, progress: Progress | None = None) -> Avatar:
@@ -139,22 +233,35 @@ class Wav2LipStage(Stage):
         sources = avatar.frame_indices(frames, fps)
         out = avatar.frames[sources]  # advanced indexing copies: the avatar stays untouched
         mel = mel.to(self.device, torch.float32)
-        steps = torch.arange(MEL_STEP, device=self.device)
         for begin in range(0, frame_count, self.options.batch_size):
             end = min(frame_count, begin + self.options.batch_size)
-            columns = local[begin:end].to(self.device)[:, None] + steps  # [B, 16]
-            windows = mel[:, columns].permute(1, 0, 2).unsqueeze(1)  # [B, 1, 80, 16]
+            windows = self._windows(mel, local[begin:end])
             crops = self._generate(windows, avatar.crops[sources[begin:end]])
             self._paste(out[begin:end], crops, avatar.boxes[sources[begin:end]])
         return {"frames": out}
 
-    def _generate(self, windows: torch.Tensor, crops_rgb: torch.Tensor) -> torch.Tensor:
-        """[B, 1, 80, 16] mel windows + uint8 [B, 96, 96, 3] RGB crops -> [B, 3, 96, 96] BGR in [0, 1]."""
-        faces = crops_rgb.to(self.device).flip(-1).permute(0, 3, 1, 2).to(self.dtype) / 255.0  # BGR
+    def _windows(self, mel: torch.Tensor, starts: torch.Tensor) -> torch.Tensor:
+        """[B, 1, 80, 16] mel windows of `mel` [80, M] starting at the (local) columns `starts` [B]."""
+        columns = starts.to(self.device)[:, None] + torch.arange(MEL_STEP, device=self.device)  # [B, 16]
+        return mel[:, columns].permute(1, 0, 2).unsqueeze(1)
+
+    def _model_inputs(self, windows: torch.Tensor, crops_rgb: torch.Tensor,
+                      dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mel windows and uint8 [B, 96, 96, 3] RGB crops -> the generator's (mel, faces [B, 6, 96, 96])."""
+        faces = crops_rgb.to(self.device).flip(-1).permute(0, 3, 1, 2).to(dtype) / 255.0  # BGR
         masked = faces.clone()
         masked[:, :, CROP_SIZE // 2:] = 0  # the lower half (mouth) is what the model renders
-        assert self.model is not None
-        return self.model(windows.to(self.dtype), torch.cat([masked, faces], dim=1))
+        return windows.to(dtype), torch.cat([masked, faces], dim=1)
+
+    def _generate(self, windows: torch.Tensor, crops_rgb: torch.Tensor) -> torch.Tensor:
+        """[B, 1, 80, 16] mel windows + uint8 [B, 96, 96, 3] RGB crops -> [B, 3, 96, 96] BGR in [0, 1]."""
+        graph = self.generator
+        # eager / compile take inputs in their compute dtype; a TensorRT engine casts fp32 itself
+        dtype = getattr(graph.run, "input_dtype", torch.float32)
+        inputs = self._model_inputs(windows, crops_rgb, dtype)
+        if graph.backend == "tensorrt":
+            check_profile(self._spec, inputs, self.name)
+        return graph(*inputs)
 
     @staticmethod
     def _paste(frames: torch.Tensor, crops_bgr: torch.Tensor, boxes: torch.Tensor) -> None:

@@ -97,8 +97,10 @@ class FFTransformer(nn.Module):
         else:
             x = inputs
             mask = mask_from_lengths(lengths, inputs.size(1)).unsqueeze(2)
-        positions = torch.arange(x.size(1), device=x.device, dtype=x.dtype)
-        x = x + self.pos_emb(positions) * mask + conditioning
+        # positions and angles in fp32, then cast: half precision cannot even count past 2048, and an
+        # fp16 `arange` is an op ONNX exporters and TensorRT handle poorly
+        positions = torch.arange(x.size(1), device=x.device, dtype=torch.float32)
+        x = x + self.pos_emb(positions).to(x.dtype) * mask + conditioning
         for layer in self.layers:
             x = layer(x, mask)
         return x, mask
