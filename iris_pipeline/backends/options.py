@@ -11,9 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from iris_pipeline.config import StageConfig
+from iris_pipeline.config import StageConfig, parse_options
 from iris_pipeline.errors import ConfigError
 
 BACKEND_OPTIONS_KEY = "backend"
@@ -55,24 +55,13 @@ class BackendOptions(_Strict):
     int8: Int8Options = Field(default_factory=Int8Options)
 
 
-def _message(exc: ValidationError, prefix: str) -> str:
-    err = exc.errors()[0]
-    key = ".".join(str(p) for p in err["loc"])
-    if err["type"] == "extra_forbidden":
-        return f"{prefix}.{key}: unknown key"
-    return f"{prefix}.{key}: {err['msg']} (got {err.get('input')!r})"
-
-
 def parse_backend_options(data: Any, stage: str) -> BackendOptions:
     prefix = f"{stage}.options.{BACKEND_OPTIONS_KEY}"
     if data is None:
         return BackendOptions()
     if not isinstance(data, dict):
         raise ConfigError(f"{prefix}: must be a mapping, got {type(data).__name__}")
-    try:
-        return BackendOptions.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(_message(exc, prefix)) from None
+    return parse_options(BackendOptions, data, prefix)
 
 
 def backend_options(config: StageConfig, stage: str) -> BackendOptions:

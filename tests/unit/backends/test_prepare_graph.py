@@ -67,7 +67,7 @@ def test_tensorrt_without_tensorrt_or_gpu_is_a_clear_config_error():
 @pytest.mark.parametrize(
     "options, fragment",
     [
-        ({"backend": {"workspace": 4}}, "toy.options.backend.workspace: unknown key"),
+        ({"backend": {"workspace": 4}}, "toy.options.backend.workspace: unknown option"),
         ({"backend": {"int8": {"min_cosine": 2}}}, "toy.options.backend.int8.min_cosine"),
         ({"backend": {"compile_mode": "fastest"}}, "toy.options.backend.compile_mode"),
         ({"backend": "yes"}, "toy.options.backend: must be a mapping"),

@@ -268,7 +268,7 @@ def test_rvc_compile_matches_eager(tmp_path):
 @pytest.mark.parametrize(
     "stage_class, stage, options, fragment",
     [
-        (Wav2LipStage, "wav2lip", {"backend": {"workspace": 4}}, "wav2lip.options.backend.workspace: unknown key"),
+        (Wav2LipStage, "wav2lip", {"backend": {"workspace": 4}}, "wav2lip.options.backend.workspace: unknown option"),
         (FastPitchStage, "fastpitch", {"backend": {"compile_mode": "fast"}},
          "fastpitch.options.backend.compile_mode"),
         (VallexStage, "vallex", {"backend": {"int8": {"seed": "x"}}}, "vallex.options.backend.int8.seed"),
