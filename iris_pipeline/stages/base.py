@@ -12,13 +12,8 @@ from typing import Any, ClassVar
 
 import torch
 
+from iris_pipeline.backends.eager import compute_dtype
 from iris_pipeline.config import StageConfig
-
-PRECISION_DTYPES: dict[str, torch.dtype] = {
-    "fp32": torch.float32,
-    "fp16": torch.float16,
-    "bf16": torch.bfloat16,
-}
 
 
 class Stage(ABC):
@@ -40,18 +35,8 @@ class Stage(ABC):
 
     @property
     def dtype(self) -> torch.dtype:
-        """Compute dtype of the eager models.
-
-        int8 is a backend concern (TensorRT); its eager fallback runs fp16. On the CPU, fp16 runs
-        as fp32: CPU half-precision kernels are several times slower than fp32 (a tiny 10 s render
-        took 32 s instead of 6 s), so asking for fp16 there would only slow the run down.
-        """
-        precision = self.config.precision
-        if self.device.type != "cuda" and precision in ("fp16", "int8"):
-            return torch.float32
-        if precision == "int8":
-            return torch.float16
-        return PRECISION_DTYPES[precision]
+        """Compute dtype of the eager models (see `backends.eager.compute_dtype`: fp16 is fp32 on CPU)."""
+        return compute_dtype(self.config.precision, self.device)
 
     @property
     def prepared(self) -> bool:

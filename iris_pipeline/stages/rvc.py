@@ -103,7 +103,7 @@ class RVCStage(Stage):
 
     @property
     def compute_dtype(self) -> torch.dtype:
-        """The precision's dtype on a GPU; fp32 on the CPU (no fast half kernels there)."""
+        """The precision's dtype on a GPU; fp32 on the CPU (RVC's official half path is GPU-only)."""
         return self.dtype if self.device.type == "cuda" else torch.float32
 
     def chunk_constants(self) -> ChunkConstants:
