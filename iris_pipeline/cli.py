@@ -29,28 +29,13 @@ for _name in COMMAND_MODULES:
 
 
 def main() -> None:
+    # Standalone mode: click prints usage errors (exit 2) and turns Ctrl-C into "Aborted!" (exit 1);
+    # our own input errors get one line and their exit code.
     try:
-        code = app(standalone_mode=False)  # typer returns the exit code (e.g. 130 for Ctrl-C) here
-        if isinstance(code, int) and code != 0:
-            sys.exit(code)
+        app()
     except IrisError as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(exc.exit_code)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
-    except typer.Abort:
-        typer.echo("aborted", err=True)
-        sys.exit(130)
-    except KeyboardInterrupt:
-        typer.echo("interrupted", err=True)
-        sys.exit(130)
-    except Exception as exc:  # click usage errors and the like
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        raise
 
 
 if __name__ == "__main__":
