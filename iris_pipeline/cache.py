@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 from filelock import FileLock
+
+from iris_pipeline.atomic import atomic_open
 
 _SUFFIX = ".pt"
 
@@ -77,16 +78,8 @@ class DiskCache:
     def put(self, key: str, value: Mapping[str, Any]) -> None:
         path = self._path(key)
         with self._lock:
-            fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".tmp-", suffix=_SUFFIX)
-            try:
-                with os.fdopen(fd, "wb") as fh:
-                    torch.save(dict(value), fh)
-                    fh.flush()
-                    os.fsync(fh.fileno())
-                os.replace(tmp, path)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
+            with atomic_open(path, "wb") as fh:
+                torch.save(dict(value), fh)
             self._evict()
 
     def __contains__(self, key: str) -> bool:
@@ -96,7 +89,7 @@ class DiskCache:
         return len(self._entries())
 
     def _entries(self) -> list[Path]:
-        return [p for p in self.directory.glob(f"*{_SUFFIX}") if not p.name.startswith(".tmp-")]
+        return [p for p in self.directory.glob(f"*{_SUFFIX}") if not p.name.startswith(".")]
 
     def _evict(self) -> None:
         entries = sorted(self._entries(), key=lambda p: p.stat().st_mtime_ns)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from iris_pipeline.atomic import atomic_open
 from iris_pipeline.models.fastpitch.mel import FASTPITCH_MEL
 
 FRAME_SECONDS = FASTPITCH_MEL.hop_length / FASTPITCH_MEL.sample_rate  # 256 / 22050
@@ -96,8 +97,6 @@ def webvtt(words: Sequence[WordTiming], max_words: int = 7, max_seconds: float =
 def write_webvtt(path: str | Path, words: Sequence[WordTiming], max_words: int = 7,
                  max_seconds: float = 4.0) -> Path:
     """Write `webvtt(words)` to `path` atomically (temporary file in the same folder, then rename)."""
-    from iris_pipeline.metrics.records import atomic_open
-
     path = Path(path)
     text = webvtt(words, max_words=max_words, max_seconds=max_seconds)
     with atomic_open(path, "w", newline="\n") as f:

@@ -25,6 +25,7 @@ from typing import Any, Generic, TypeVar
 
 from filelock import FileLock
 
+from iris_pipeline.atomic import atomic_open
 from iris_pipeline.backends.fingerprint import DeviceFingerprint, canonical_json
 from iris_pipeline.errors import IrisError
 
@@ -185,16 +186,8 @@ def _sha256_file(path: Path) -> str:
 
 
 def _write_json_atomic(path: Path, data: Any) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=2, sort_keys=True)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(path, "w") as fh:
+        json.dump(data, fh, indent=2, sort_keys=True)
 
 
 def _now() -> str:
