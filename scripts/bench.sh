@@ -25,11 +25,7 @@ status=0
 .venv/bin/python -m iris_pipeline.benchmark_runner "${extra[@]}" "$@" || status=$?
 
 if [ -f "$out/bench.csv" ]; then
-  if [ -f iris_pipeline/commands/report.py ]; then
-    .venv/bin/iris report "$out" || echo "bench: the report could not be written (see above)" >&2
-  else
-    echo "bench: no 'iris report' command in this checkout yet; skipping the report" >&2
-  fi
+  .venv/bin/iris report "$out" || echo "bench: the report could not be written (see above)" >&2
   echo
   echo "Benchmark files in $out:"
   find "$out" -maxdepth 2 -type f | sort | sed 's/^/  /'
