@@ -227,15 +227,21 @@ _LEVELS = 4
 
 
 def plan_chunks(text: str, language: str, chunk_seconds: float = 10.0,
-                rates: dict[str, SpeechRate] | None = None) -> ChunkPlan:
+                rates: dict[str, SpeechRate] | None = None,
+                first_chunk_seconds: float | None = None) -> ChunkPlan:
     """Cut `text` into chunks of at most `chunk_seconds` of expected speech (see module docstring).
 
     At each level consecutive pieces are packed greedily while they fit; a piece that does not fit
     alone is cut at the next level, and its parts are packed among themselves only (the pieces of a
     cut sentence are not merged with the neighbouring sentences).
+
+    `first_chunk_seconds` (streaming): the first chunk is cut again, by the same rules, to at most
+    that long, and the rest of it becomes the second chunk, so the first chunk is out early.
     """
     if not chunk_seconds > 0:
         raise InputError(f"chunk_seconds: must be > 0, got {chunk_seconds}")
+    if first_chunk_seconds is not None and not first_chunk_seconds > 0:
+        raise InputError(f"first_chunk_seconds: must be > 0, got {first_chunk_seconds}")
     script = normalize_whitespace(text)
     if not script:
         raise InputError("text: the script is empty")
@@ -246,8 +252,8 @@ def plan_chunks(text: str, language: str, chunk_seconds: float = 10.0,
 
     spans: list[tuple[int, int, bool]] = []
 
-    def place(a: int, b: int, level: int) -> None:
-        if seconds(a, b) <= chunk_seconds:
+    def place(a: int, b: int, level: int, limit: float = chunk_seconds) -> None:
+        if seconds(a, b) <= limit:
             spans.append((a, b, False))
             return
         if level == _LEVELS:
@@ -255,26 +261,34 @@ def plan_chunks(text: str, language: str, chunk_seconds: float = 10.0,
             return
         cuts = _cut_positions(script, a, b, level)
         if not cuts:
-            place(a, b, level + 1)
+            place(a, b, level + 1, limit)
             return
         bounds = [a, *cuts, b]
         run_start: int | None = None  # start of the segments packed so far
         run_end = a
         for seg_start, seg_end in zip(bounds[:-1], bounds[1:], strict=True):
-            if run_start is not None and seconds(run_start, seg_end) <= chunk_seconds:
+            if run_start is not None and seconds(run_start, seg_end) <= limit:
                 run_end = seg_end
                 continue
             if run_start is not None:
                 spans.append((run_start, run_end, False))
                 run_start = None
-            if seconds(seg_start, seg_end) <= chunk_seconds:
+            if seconds(seg_start, seg_end) <= limit:
                 run_start, run_end = seg_start, seg_end
             else:
-                place(seg_start, seg_end, level + 1)
+                place(seg_start, seg_end, level + 1, limit)
         if run_start is not None:
             spans.append((run_start, run_end, False))
 
     place(0, len(script), 0)
+    if first_chunk_seconds is not None and first_chunk_seconds < chunk_seconds and not spans[0][2] \
+            and seconds(spans[0][0], spans[0][1]) > first_chunk_seconds:
+        a, b, _ = spans[0]
+        rest = spans[1:]
+        spans.clear()
+        place(a, b, 0, first_chunk_seconds)
+        head = (spans[0][0], spans[0][1], False)  # shorter than chunk_seconds: the whole span was
+        spans[:] = [head, *([(head[1], b, False)] if head[1] < b else []), *rest]
     chunks = tuple(
         TextChunk(index=i, text=script[a:b].strip(), start=a, end=b,
                   expected_seconds=seconds(a, b), oversized=over)

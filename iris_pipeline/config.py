@@ -50,6 +50,9 @@ class StageConfig(_Strict):
 class ChunkingConfig(_Strict):
     enabled: bool = True
     chunk_seconds: float = Field(default=10.0, gt=0.5, le=120.0)
+    # The first chunk is cut shorter so that its speech and frames are out early (first_chunk_ms);
+    # None: the first chunk is as long as the others.
+    first_chunk_seconds: float | None = Field(default=3.0, gt=0.5, le=120.0)
     crossfade_ms: float = Field(default=20.0, ge=0.0, le=500.0)
 
 

@@ -341,8 +341,11 @@ class Pipeline:
     def _plan(self, handle: JobHandle) -> tuple[list[str], list[int | None], int | None]:
         """Chunk texts, VALL-E X frames per chunk (overlap included), and the clip's imposed length."""
         job, chunk_cfg = handle.job, self.config.chunking
-        chunk_seconds = chunk_cfg.chunk_seconds if chunk_cfg.enabled else math.inf
-        plan = chunking.plan_chunks(job.text, job.language, chunk_seconds=min(chunk_seconds, 1e6))
+        if chunk_cfg.enabled:
+            plan = chunking.plan_chunks(job.text, job.language, chunk_seconds=chunk_cfg.chunk_seconds,
+                                        first_chunk_seconds=chunk_cfg.first_chunk_seconds)
+        else:
+            plan = chunking.plan_chunks(job.text, job.language, chunk_seconds=math.inf)
         texts = [c.text for c in plan.chunks]
         if job.seconds is None:
             return texts, [None] * len(texts), None

@@ -138,3 +138,21 @@ def test_frame_targets_sum_to_the_imposed_vallex_frames(text: str, chunk_seconds
         return
     targets = plan.unit_targets(seconds * 75)  # VALL-E X: exactly L * 75 frames in benchmark mode
     assert len(targets) == len(plan.chunks) and sum(targets) == seconds * 75
+
+
+@settings(max_examples=60, deadline=None)
+@given(words=st.lists(st.text(alphabet="abcdefghij", min_size=1, max_size=9), min_size=1, max_size=120),
+       chunk_seconds=st.floats(2.0, 12.0), first=st.floats(0.6, 4.0))
+def test_a_short_first_chunk_keeps_the_text_and_the_limits(words, chunk_seconds, first):
+    text = ". ".join(" ".join(words[i:i + 7]) for i in range(0, len(words), 7)) + "."
+    plain = plan_chunks(text, "en", chunk_seconds=chunk_seconds)
+    plan = plan_chunks(text, "en", chunk_seconds=chunk_seconds, first_chunk_seconds=first)
+    assert "".join(plan.script[c.start:c.end] for c in plan.chunks) == plan.script
+    assert [c.start for c in plan.chunks] == sorted(c.start for c in plan.chunks)
+    head = plan.chunks[0]
+    if not head.oversized and " " in head.text:  # a single word cannot be cut shorter
+        assert head.expected_seconds <= first or head.expected_seconds == plain.chunks[0].expected_seconds
+    assert all(c.expected_seconds <= chunk_seconds for c in plan.chunks if not c.oversized)
+    # only the first chunk of the plain plan is split: the others are the same
+    assert [(c.start, c.end) for c in plan.chunks if c.start >= plain.chunks[0].end] == \
+        [(c.start, c.end) for c in plain.chunks[1:]]
