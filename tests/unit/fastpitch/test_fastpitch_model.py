@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from iris_pipeline import models
 from iris_pipeline.errors import CheckpointError
 from iris_pipeline.models.fastpitch import regulate_length
+from tests.support.malicious import RunsCode
 from tests.support.manifests import (
     assert_state_dicts_equal,
     load_manifest,
@@ -98,18 +99,10 @@ def test_missing_aligner_weights_are_refused(tiny_model, tmp_path):
         models.load(NAME, path, "tiny")
 
 
-class _RunsCode:
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (open, (str(self.marker), "w"))
-
-
 def test_malicious_pickle_is_refused_and_not_run(tmp_path):
     marker = tmp_path / "pwned"
     path = tmp_path / "evil.pt"
-    torch.save({"state_dict": {}, "payload": _RunsCode(marker)}, path)
+    torch.save({"state_dict": {}, "payload": RunsCode(marker)}, path)
     with pytest.raises(CheckpointError, match="refused"):
         models.load(NAME, path, "tiny")
     assert not marker.exists()

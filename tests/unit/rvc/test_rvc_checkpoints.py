@@ -11,6 +11,7 @@ from iris_pipeline import models
 from iris_pipeline.errors import CheckpointError
 from iris_pipeline.models.hubert import CONVERT_COMMAND
 from iris_pipeline.models.rvc import export_file_dict
+from tests.support.malicious import RunsCode
 from tests.support.manifests import (
     assert_state_dicts_equal,
     load_manifest,
@@ -100,22 +101,12 @@ def test_v1_and_no_f0_models_are_refused(tmp_path):
             models.load("rvc_v2_40k", path, size="tiny")
 
 
-class _RunsCode:
-    """Unpickling this calls `open(marker, 'w')`: a stand-in for a malicious payload."""
-
-    def __init__(self, marker):
-        self.marker = str(marker)
-
-    def __reduce__(self):
-        return (open, (self.marker, "w"))
-
-
 @pytest.mark.parametrize("name", ["hubert_base", "rmvpe", "rvc_v2_40k"])
 def test_code_running_pickle_is_refused(name, tmp_path):
     marker = tmp_path / "pwned"
     path = tmp_path / "evil.pt"
     with open(path, "wb") as fh:
-        torch.save({"weight": {}, "model": {}, "payload": _RunsCode(marker)}, fh, pickle_module=pickle)
+        torch.save({"weight": {}, "model": {}, "payload": RunsCode(marker)}, fh, pickle_module=pickle)
     with pytest.raises(CheckpointError):
         models.load(name, path, size="tiny")
     assert not marker.exists()

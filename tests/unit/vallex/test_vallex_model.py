@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import pathlib
 import pickletools
 import zipfile
@@ -13,6 +12,7 @@ import torch
 from iris_pipeline import models
 from iris_pipeline.errors import CheckpointError
 from iris_pipeline.models.vallex import build_vallex
+from tests.support.malicious import RunsCode
 from tests.support.manifests import load_manifest, manifest_shapes, model_shapes, random_state_dict
 
 
@@ -24,11 +24,6 @@ class OfficialWindowsPath:
 
     def __reduce__(self):
         return (pathlib.WindowsPath, self.parts)
-
-
-class RunsCode:
-    def __reduce__(self):
-        return (os.system, ("echo should-never-run",))
 
 
 def tied_state(model: torch.nn.Module, seed: int = 7) -> dict[str, torch.Tensor]:
@@ -91,9 +86,11 @@ def test_official_layout_round_trip_is_bit_exact(tmp_path):
 
 def test_code_running_pickle_is_refused(tmp_path):
     model = models.build("vallex", "tiny")
-    path = official_file(tmp_path / "evil.pt", tied_state(model), hook=RunsCode())
+    marker = tmp_path / "pwned"
+    path = official_file(tmp_path / "evil.pt", tied_state(model), hook=RunsCode(marker))
     with pytest.raises(CheckpointError, match="refused"):
         models.load("vallex", path, "tiny")
+    assert not marker.exists()
 
 
 def test_only_the_windows_path_global_is_allowed(tmp_path):

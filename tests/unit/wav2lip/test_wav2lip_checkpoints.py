@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import pickle
 
 import pytest
@@ -10,6 +9,7 @@ import torch
 
 from iris_pipeline import models
 from iris_pipeline.errors import CheckpointError
+from tests.support.malicious import RunsCode
 from tests.support.manifests import (
     assert_state_dicts_equal,
     load_manifest,
@@ -57,19 +57,12 @@ def test_s3fd_official_layout_round_trip_is_bit_exact(full_s3fd, tmp_path):
     assert_state_dicts_equal(models.load("s3fd", path).state_dict(), state)
 
 
-class _RunsCode:
-    """Unpickling this calls os.system: what a malicious checkpoint would do."""
-
-    def __reduce__(self):
-        return (os.system, ("touch pwned-by-checkpoint",))
-
-
 @pytest.mark.parametrize("name", ["wav2lip", "s3fd"])
 def test_a_code_running_pickle_is_refused_without_running(name, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     path = tmp_path / "evil.pth"
     with open(path, "wb") as fh:
-        pickle.dump({"state_dict": {"module.x": _RunsCode()}}, fh, protocol=2)
+        pickle.dump({"state_dict": {"module.x": RunsCode(tmp_path / "pwned-by-checkpoint")}}, fh, protocol=2)
     with pytest.raises(CheckpointError, match=f"{name}: refused to load .*evil.pth"):
         models.load(name, path, size="tiny")
     assert not (tmp_path / "pwned-by-checkpoint").exists()
