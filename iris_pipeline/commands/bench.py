@@ -1,9 +1,10 @@
 """`iris bench`: the clip-length matrix on the chosen device -> bench.csv, bench.json, summary.json,
 a table of verdicts per target; `--gate` makes a missed target a non-zero exit; `--ab REF` checks
-the working tree against REF for a latency regression instead.
+the working tree against REF for a latency regression instead (iris_pipeline.benchmark.abtest).
 
-Exit codes with --gate: 0 all gates PASS; 1 a target missed (FAIL); 3 no FAIL but a gate INVALID
-(could not be decided: too few runs, NVML missing, ...). With --ab: 1 when a regression is found.
+Exit codes with --gate: 0 all gates PASS; 1 a target missed (FAIL, or MARGINAL under the policy
+`fail`); 3 no FAIL but a gate INVALID (could not be decided: no gates, NVML missing, ...). With --ab:
+1 when a regression is found; 3 under --gate when the check was INVALID.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import typer
+
+from iris_pipeline.benchmark.abtest import ALPHA, FLOOR_MS, MAX_PAIRS, MIN_SLOWDOWN
 
 EXIT_FAIL = 1
 EXIT_INVALID = 3
@@ -39,8 +42,11 @@ def bench_command(
     gate: bool = typer.Option(False, "--gate", help="exit non-zero when a target is missed or undecidable"),
     history: Path | None = typer.Option(None, "--history", help="append the CSV rows to this history CSV"),
     statistic: list[str] = typer.Option([], "--statistic", help="FIGURE=STAT, e.g. latency_ms=p90 (repeatable)"),
-    marginal: str = typer.Option("pass", "--marginal", help="a point estimate within target whose CI is not: "
-                                                             "pass (with a note) or invalid"),
+    marginal: str | None = typer.Option(None, "--marginal", help="policy for MARGINAL gates (interval still across "
+                                                                 "the target at --max-runs): pass or fail "
+                                                                 "(default: the targets file's `marginal`, fail)"),
+    max_runs: int | None = typer.Option(None, "--max-runs", min=1, help="cap of the runs taken while a gate is "
+                                                                        "undecided (GPU 90, CPU 10)"),
     throughput: bool = typer.Option(True, "--throughput/--no-throughput", help="run the throughput phases"),
     max_concurrency: int | None = typer.Option(None, "--max-concurrency", min=1, help="ramp limit (GPU 16, CPU 2)"),
     phase_min_seconds: float | None = typer.Option(None, "--phase-min-seconds", min=0.0),
@@ -54,10 +60,14 @@ def bench_command(
     seed: int | None = typer.Option(None, "--seed", help="seed of jobs, reference and bootstrap (0)"),
     ab: str | None = typer.Option(None, "--ab", help="A/B regression check of the working tree against this git ref"),
     ab_base_dir: Path | None = typer.Option(None, "--ab-base-dir", help="A/B against this checkout directory"),
-    ab_pairs: int = typer.Option(20, "--ab-pairs", min=1, help="interleaved pairs per clip length"),
-    ab_threshold: float = typer.Option(0.05, "--ab-threshold", help="slowdown of the median that may fail (0.05 = 5 %)"),
-    ab_floor_ms: float = typer.Option(2.0, "--ab-floor-ms", help="absolute floor of the median difference, ms"),
-    ab_alpha: float = typer.Option(0.05, "--ab-alpha", help="significance level of the Mann-Whitney U test"),
+    ab_pairs: int | None = typer.Option(None, "--ab-pairs", min=1,
+                                        help="interleaved pairs per clip length (default: chosen from the "
+                                             "calibration after a pilot, see `iris ab-calibrate`)"),
+    ab_max_pairs: int = typer.Option(MAX_PAIRS, "--ab-max-pairs", min=1, help="cap of the chosen pair count"),
+    ab_min_slowdown: float = typer.Option(MIN_SLOWDOWN, "--ab-min-slowdown",
+                                          help="slowdown the confidence bound must exceed (0.01 = 1 %)"),
+    ab_floor_ms: float = typer.Option(FLOOR_MS, "--ab-floor-ms", help="absolute floor of the estimated difference, ms"),
+    ab_alpha: float = typer.Option(ALPHA, "--ab-alpha", help="one-sided error level of the confidence bound"),
     quiet: bool = typer.Option(False, "--quiet", help="no progress lines"),
 ) -> None:
     """Run the benchmark matrix and judge it against the targets (or, with --ab, against a base ref)."""
@@ -71,13 +81,14 @@ def bench_command(
     progress = None if quiet else (lambda text: console.print(f"[dim]bench: {text}[/]"))
     file_settings, pipeline_data = _split_config(config)
     flags = {"clip_lengths": bench_settings.parse_clip_lengths(clip_lengths) if clip_lengths else None,
-             "runs": runs, "warmup": warmup, "max_concurrency": max_concurrency,
+             "runs": runs, "max_runs": max_runs, "warmup": warmup, "max_concurrency": max_concurrency,
+             "marginal": marginal,
              "phase_min_seconds": phase_min_seconds, "phase_min_clips": phase_min_clips, "encode_runs": encode_runs,
              "avatar": avatar, "reference": reference, "transcript": transcript, "language": language, "seed": seed}
     merged = {**file_settings, **{k: v for k, v in flags.items() if v is not None}}
     merged.update(statistics={**file_settings.get("statistics", {}),
                               **bench_settings.parse_assignments(statistic, "--statistic")},
-                  marginal=marginal, throughput=throughput and file_settings.get("throughput", True),
+                  throughput=throughput and file_settings.get("throughput", True),
                   fresh_voice=fresh_voice or file_settings.get("fresh_voice", False))
     settings = bench_settings.parse_settings(merged)
     cfg = build_config(pipeline_data, size=size, device=device, precision=precision, backend=backend,
@@ -85,11 +96,13 @@ def bench_command(
                        stage_backend=bench_settings.parse_assignments(stage_backend, "--stage-backend"))
     out_dir = out or default_out_dir()
     if ab is not None or ab_base_dir is not None:
-        from iris_pipeline.benchmark.abrun import run_ab_command
+        from iris_pipeline.benchmark.abrun import ABOptions, run_ab_command
 
-        code = run_ab_command(settings, cfg, out_dir, ab, ab_base_dir, ab_pairs, ab_threshold, ab_floor_ms,
-                              ab_alpha, console, progress)
-        raise typer.Exit(code)
+        opts = ABOptions(pairs=ab_pairs, max_pairs=ab_max_pairs, alpha=ab_alpha, min_slowdown=ab_min_slowdown,
+                         floor_ms=ab_floor_ms)
+        run = run_ab_command(settings, cfg, out_dir, ab, ab_base_dir, opts, Console(width=None if sys.stdout.isatty()
+                                                                                    else 160), progress)
+        raise typer.Exit(ab_exit_code(run.verdict, gate))
     targets_obj = load_targets(targets)  # read first: a bad targets file fails before the long run
     code = _run(settings, cfg, targets_obj, str(targets) if targets else "default (iris_pipeline/defaults/targets.yaml)",
                 out_dir, history, gate, console, progress)
@@ -126,10 +139,11 @@ def _run(settings, cfg, targets, targets_name: str, out_dir: Path, history: Path
     from iris_pipeline.benchmark.session import run_benchmark
     from iris_pipeline.benchmark.table import print_report
 
-    result = run_benchmark(settings, cfg, progress=progress)
+    result = run_benchmark(settings, cfg, targets=targets, progress=progress)
     found = results.evaluate(result, targets)
     if not found:
-        result.notes.append("no targets for these clip lengths in the targets file: nothing was gated")
+        result.notes.append("no targets for these clip lengths in the targets file: nothing was gated, so the "
+                            "verdict is INVALID")
     paths = results.write_outputs(result, found, out_dir, targets_name, history)
     rows = results.csv_rows(result)
     overall = verdicts.overall(found)
@@ -147,16 +161,30 @@ def _run(settings, cfg, targets, targets_name: str, out_dir: Path, history: Path
 
 
 def gate_outcome(found, gpu: str | None) -> tuple[int, list[str]]:
-    """Exit code of `--gate` and the lines saying why: FAIL -> 1 (the failed gates), else INVALID -> 3
-    (the undecided gates), else 0."""
+    """Exit code of `--gate` and the lines saying why: FAIL -> 1 (the failed gates, MARGINAL ones under
+    the policy fail included), else INVALID -> 3 (the undecided gates, or no gate at all), else 0."""
     from iris_pipeline.benchmark import verdicts
 
     overall = verdicts.overall(found)
     if overall == verdicts.PASS:
         return 0, []
-    lines = [f"PERF GATE {v.message(gpu)}" for v in found if v.verdict == overall]
+    lines = [f"PERF GATE {v.message(gpu)}" for v in found if v.outcome == overall]
+    if not found:
+        lines = ["PERF GATE INVALID: no gate for these clip lengths in the targets file; nothing was checked"]
     return (EXIT_FAIL if overall == verdicts.FAIL else EXIT_INVALID), lines
 
 
+def ab_exit_code(verdict: str, gate: bool) -> int:
+    """`--ab`: 1 for a REGRESSION; 3 for INVALID under --gate; else 0."""
+    from iris_pipeline.benchmark import abtest
+
+    if verdict == abtest.REGRESSION:
+        return EXIT_FAIL
+    return EXIT_INVALID if gate and verdict == abtest.INVALID else 0
+
+
 def register(app: typer.Typer) -> None:
+    from iris_pipeline.commands.ab_calibrate import ab_calibrate_command
+
     app.command("bench")(bench_command)
+    app.command("ab-calibrate")(ab_calibrate_command)
