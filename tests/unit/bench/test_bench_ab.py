@@ -151,3 +151,32 @@ def test_bad_ab_options_are_input_errors():
                           ({"alpha": 0.7}, "--ab-alpha")):
         with pytest.raises(InputError, match=match):
             abrun.ABOptions(**kwargs)
+
+
+def _iris(*args: str):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "iris_pipeline", *args], capture_output=True, text=True,
+                          timeout=600, cwd=repository_root(), env={"COLUMNS": "160", "PATH": "/usr/bin:/bin"})
+
+
+def test_ab_calibrate_prints_detection_and_false_alarm_per_cv_and_pairs():
+    proc = _iris("ab-calibrate", "--cv", "0.05", "--pairs", "60", "--trials", "2000", "--seed", "5")
+    assert proc.returncode == 0, proc.stderr
+    row = next(line for line in proc.stdout.splitlines() if "5.0%" in line and "60" in line)
+    detection, false_alarm = (float(v.rstrip("%")) for v in row.replace("│", " ").split()[2:4])
+    expected = abtest.calibrate(0.05, 60, trials=2000, seed=5)
+    assert detection == pytest.approx(100 * expected.detection, abs=0.05) and detection >= 95
+    assert false_alarm == pytest.approx(100 * expected.false_alarm, abs=0.005) and false_alarm <= 1
+    assert "one-sided 95% lower bound" in proc.stdout
+
+
+@pytest.mark.parametrize("args,expected", [
+    (["--pairs", "4"], "--pairs '4': the check needs >= 8 pairs"),
+    (["--cv", "x"], "--cv 'x': expected numbers"),
+    (["--alpha", "0.9"], "--alpha 0.9: must be in (0, 0.5)"),
+])
+def test_ab_calibrate_bad_input_is_one_line(args, expected):
+    proc = _iris("ab-calibrate", *args)
+    assert proc.returncode != 0 and proc.stderr.strip().splitlines() == [f"error: {expected}"], proc.stderr
