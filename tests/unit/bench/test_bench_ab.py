@@ -174,7 +174,7 @@ def test_ab_calibrate_prints_detection_and_false_alarm_per_cv_and_pairs():
 
 @pytest.mark.parametrize("args,expected", [
     (["--pairs", "4"], "--pairs '4': the check needs >= 8 pairs"),
-    (["--cv", "x"], "--cv 'x': expected numbers"),
+    (["--cv", "x"], "--cv 'x': expected numbers separated by commas"),
     (["--alpha", "0.9"], "--alpha 0.9: must be in (0, 0.5)"),
 ])
 def test_ab_calibrate_bad_input_is_one_line(args, expected):
