@@ -49,14 +49,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.fixture(scope="session")
 def perf_settings(pytestconfig):
-    """The benchmark settings of the session, resolved for the GPU (the suite's tests are gpu-marked)."""
-    from iris_pipeline.benchmark.settings import BenchSettings, parse_assignments, parse_clip_lengths, resolve
+    """The benchmark settings of the session (device defaults are filled in by the session itself)."""
+    from iris_pipeline.benchmark.settings import BenchSettings, parse_assignments, parse_clip_lengths
 
-    settings = BenchSettings(
+    return BenchSettings(
         clip_lengths=parse_clip_lengths(pytestconfig.getoption("--clip-lengths")),
         runs=pytestconfig.getoption("--bench-runs"), warmup=pytestconfig.getoption("--bench-warmup"),
         statistics=parse_assignments(pytestconfig.getoption("--gate-statistic"), "--gate-statistic"))
-    return resolve(settings, on_gpu=True)
 
 
 @pytest.fixture(scope="session")
@@ -107,7 +106,7 @@ def perf_result(perf_config, perf_settings, engine_dir, pytestconfig, targets, t
     old_engine_dir = os.environ.get("IRIS_ENGINE_DIR")
     os.environ["IRIS_ENGINE_DIR"] = str(engine_dir)
     try:
-        with BenchSession(perf_settings.settings, perf_config, targets=targets) as session:
+        with BenchSession(perf_settings, perf_config, targets=targets) as session:
             result = session.measure()
             result.notes.append("measured by the pytest perf session (tests/perf)")
             found = results.evaluate(result, targets)
@@ -135,7 +134,7 @@ def ab_results(pytestconfig, perf_config, perf_settings, tmp_path_factory):
     from iris_pipeline.benchmark import abrun, inputs
     from iris_pipeline.metrics import repository_root
 
-    s = perf_settings.settings
+    s = perf_settings
     tmp = tmp_path_factory.mktemp("ab")
     head = repository_root()
     abrun.export_ref(head, ref, tmp / "base")
