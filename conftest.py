@@ -29,6 +29,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="engine cache directory (default: engines/ at the repository root)")
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # pytest-xdist registers it too where installed; the perf suite puts its tests in one group
+    config.addinivalue_line("markers", "xdist_group(name): pytest-xdist runs a group's tests in one worker")
+
+
 def _cuda_reason() -> str | None:
     if not torch.cuda.is_available():
         return "needs a CUDA device: torch.cuda.is_available() is False on this machine"
