@@ -21,12 +21,13 @@ near-symmetric; the Hodges-Lehmann estimator keeps ~95 % of the mean's efficienc
 yet a few outliers barely move it, and its signed-rank interval is distribution-free for symmetric
 noise. Comparing the point estimate with the threshold itself (the former rule) flags a true
 slowdown of exactly that size half of the time; comparing a confidence bound with a smaller
-threshold detects it with the power the simulation states, at a false-alarm rate below alpha.
+threshold detects it with the power the simulation states. The false-alarm rate stays at most alpha
+at any noise level and pair count (exact signed-rank bound, symmetric noise).
 
 Power (`simulate`, `calibrate`; `iris ab-calibrate` prints it): lognormal run-to-run noise of a
-given CV, a few outliers (OUTLIER_RATE of runs x1.3-2), interleaved pairs. Defaults (alpha 5 %,
-one-sided, min_slowdown 1 %) were chosen so that 60 pairs at CV 5 % detect a true +5 % >= 95 % of the time
-and alarm on no change <= 1 % of the time (tests/unit/bench/test_abtest_power.py checks both).
+given CV, a few outliers (OUTLIER_RATE of runs x1.3-2), interleaved pairs. Defaults (alpha 1 %,
+one-sided, min_slowdown 0.2 %) were chosen so that 60 pairs at CV 5 % detect a true +5 % >= 95 % of the
+time and alarm on no change <= 1 % of the time (tests/unit/bench/test_bench_ab.py checks both).
 """
 
 from __future__ import annotations
@@ -41,8 +42,8 @@ import numpy as np
 
 REGRESSION, OK, INVALID = "REGRESSION", "OK", "INVALID"
 MIN_PAIRS = 8
-ALPHA = 0.05
-MIN_SLOWDOWN = 0.01
+ALPHA = 0.01
+MIN_SLOWDOWN = 0.002
 FLOOR_MS = 2.0
 # what the defaults are sized for: a true SIZED_SLOWDOWN found with SIZED_POWER at SIZED_CV noise
 SIZED_SLOWDOWN = 0.05
@@ -163,7 +164,7 @@ def compare(base: Sequence[float], head: Sequence[float], alpha: float = ALPHA, 
     regressed = confident and large
     level = f"{1 - alpha:.0%}"
     reason = (f"head/base {ratio:.4f} ({ratio - 1:+.1%}); its {level} lower bound {ci[0]:.4f} "
-              f"{'>' if confident else '<='} {1 + min_slowdown:g} (min slowdown {min_slowdown:.0%}); "
+              f"{'>' if confident else '<='} {1 + min_slowdown:g} (min slowdown {min_slowdown:.1%}); "
               f"difference {diff_ms:+.3g} ms {'>' if large else '<='} floor {floor_ms:g} ms")
     return Comparison(REGRESSION if regressed else OK, regressed, int(a.size), ratio, ci, base_median, head_median,
                       diff_ms, p_value, **common, reason=reason)

@@ -65,7 +65,7 @@ def bench_command(
                                              "calibration after a pilot, see `iris ab-calibrate`)"),
     ab_max_pairs: int = typer.Option(MAX_PAIRS, "--ab-max-pairs", min=1, help="cap of the chosen pair count"),
     ab_min_slowdown: float = typer.Option(MIN_SLOWDOWN, "--ab-min-slowdown",
-                                          help="slowdown the confidence bound must exceed (0.01 = 1 %)"),
+                                          help="slowdown the confidence bound must exceed (0.002 = 0.2 %)"),
     ab_floor_ms: float = typer.Option(FLOOR_MS, "--ab-floor-ms", help="absolute floor of the estimated difference, ms"),
     ab_alpha: float = typer.Option(ALPHA, "--ab-alpha", help="one-sided error level of the confidence bound"),
     quiet: bool = typer.Option(False, "--quiet", help="no progress lines"),

@@ -1,6 +1,6 @@
 """A/B regression gate (with --ab-base REF): the working tree must not be slower than REF, judged by
 iris_pipeline.benchmark.abtest.compare (paired log-ratios, Hodges-Lehmann estimate, the one-sided
-95 % Wilcoxon bound above +1 % and the difference above 2 ms). A failure reads "PERF REGRESSION
+99 % Wilcoxon bound above +0.2 % and the difference above 2 ms). A failure reads "PERF REGRESSION
 latency_ms <base> ms -> <head> ms (+x%), ...". The A/B table and ab.csv go to Allure."""
 
 from __future__ import annotations

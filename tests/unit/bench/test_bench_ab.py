@@ -169,7 +169,7 @@ def test_ab_calibrate_prints_detection_and_false_alarm_per_cv_and_pairs():
     expected = abtest.calibrate(0.05, 60, trials=2000, seed=5)
     assert detection == pytest.approx(100 * expected.detection, abs=0.05) and detection >= 95
     assert false_alarm == pytest.approx(100 * expected.false_alarm, abs=0.005) and false_alarm <= 1
-    assert "one-sided 95% lower bound" in proc.stdout
+    assert f"one-sided {1 - abtest.ALPHA:.0%} lower bound" in proc.stdout
 
 
 @pytest.mark.parametrize("args,expected", [
