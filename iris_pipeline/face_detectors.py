@@ -53,8 +53,8 @@ class S3FDDetector:
         device = next(self.model.parameters()).device
         boxes: list[Box | None] = []
         for start in range(0, len(frames_rgb), self.batch_size):
-            # S3FD was trained on BGR images (Caffe); our frames are RGB.
-            batch = torch.from_numpy(np.ascontiguousarray(frames_rgb[start:start + self.batch_size, ..., ::-1]))
+            # RGB, as the official pipeline feeds it (it flips OpenCV's BGR frames first)
+            batch = torch.from_numpy(np.ascontiguousarray(frames_rgb[start:start + self.batch_size]))
             boxes.extend(best_face_box(faces) for faces in detect_faces(self.model, batch.to(device)))
         return boxes
 
