@@ -28,6 +28,16 @@ What runs, per fixture:
                       frames the official clip has for mel lengths T and frame rates.
   rmvpe_f0.npz        RVC's `infer.rmvpe.RMVPE(...).infer_from_audio` on 1.3 s of speech (seeded
                       weights, CPU, fp32).
+  rvc_conversion.npz  RVC's `infer.vc.pipeline.Pipeline.pipeline` (fp32 constants x_pad 1, x_query 6,
+                      x_center 38, x_max 41; RMVPE; no index; protect 0.33; rms_mix_rate 0.25; no
+                      output resampling) converting 1.5 s of speech, with the official RMVPE (full,
+                      seeded), the official transformers HuBERT class (`infer.hubert.
+                      HubertModelWithFinalProj`) and `SynthesizerTrnMs768NSFsid`, both narrow (one
+                      768-d layer; synthesizer widths 16) with seeded weights; torch.manual_seed
+                      before the call (the prior and NSF noise). HuBERT's weights are seeded by their
+                      fairseq names (the transformers -> fairseq name map below). The transformers
+                      HuBERT needs `transformers` (scratch install); `parselmouth` (the "pm" f0
+                      method, not used) is replaced by an empty module.
 """
 
 from __future__ import annotations
@@ -49,7 +59,21 @@ COMMITS = {
     "Rudrabha/Wav2Lip": "5c90fa9b4a2c2a37d0b4ebf7633ac41534eb9941",
     "RVC-Project/Retrieval-based-Voice-Conversion-WebUI": "4338f12c3c28c80b3ac015e2d0df66c41592746d",
 }
-S3FD_SEED, RMVPE_SEED = 3, 5
+S3FD_SEED, RMVPE_SEED, HUBERT_SEED, SYNTH_SEED, NOISE_SEED = 3, 5, 6, 7, 8
+# The narrow HuBERT of the conversion fixture, in transformers' config terms (our HubertConfig in the test)
+NARROW_HUBERT = dict(hidden_size=768, num_hidden_layers=1, num_attention_heads=12, intermediate_size=128,
+                     conv_dim=(32,) * 7, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4,
+                     classifier_proj_size=16, feat_extract_norm="group", do_stable_layer_norm=False,
+                     conv_bias=False, mask_time_prob=0.0)
+# transformers HubertModel name pieces -> fairseq's (RVC's hubert_base.pt), applied in order
+HF_TO_FAIRSEQ = [(".conv.weight", ".0.weight"), ("conv_layers.0.layer_norm.", "conv_layers.0.2."),
+                 ("feature_projection.layer_norm.", "layer_norm."),
+                 ("feature_projection.projection.", "post_extract_proj."),
+                 ("pos_conv_embed.conv.parametrizations.weight.original0", "pos_conv.0.weight_g"),
+                 ("pos_conv_embed.conv.parametrizations.weight.original1", "pos_conv.0.weight_v"),
+                 ("pos_conv_embed.conv.bias", "pos_conv.0.bias"), (".attention.", ".self_attn."),
+                 (".layer_norm.", ".self_attn_layer_norm."), ("feed_forward.intermediate_dense.", "fc1."),
+                 ("feed_forward.output_dense.", "fc2.")]
 FRAME_COUNT_CASES = [(t, fps) for t in (16, 17, 95, 96, 97, 401, 801, 1203) for fps in (25.0, 29.97, 30.0, 24.0, 60.0)]
 
 
@@ -159,6 +183,61 @@ def rmvpe_fixture(rvc: Path) -> None:
     np.savez_compressed(OUT / "rmvpe_f0.npz", audio=clip, f0=f0, seed=RMVPE_SEED)
 
 
+def fairseq_name(hf_name: str) -> str:
+    name = hf_name
+    for old, new in HF_TO_FAIRSEQ:
+        if old == ".layer_norm." and not name.startswith("encoder.layers."):
+            continue  # only the layers' attention norm is renamed; encoder.layer_norm keeps its name
+        name = name.replace(old, new)
+    return name
+
+
+def rvc_conversion_fixture(rvc: Path) -> None:
+    import os
+    import types
+
+    import soundfile
+
+    from tests.support.parity import seeded_weights
+
+    sys.path.insert(0, str(rvc))
+    sys.modules.setdefault("parselmouth", types.ModuleType("parselmouth"))
+    from infer.hubert import HubertModelWithFinalProj
+    from infer.module.models import SynthesizerTrnMs768NSFsid
+    from infer.rmvpe import E2E, RMVPE
+    from infer.vc.pipeline import Pipeline
+    from transformers import HubertConfig
+
+    from iris_pipeline.models.rvc.config import FULL_CONFIGS, tiny_config
+
+    hubert = HubertModelWithFinalProj(HubertConfig(**NARROW_HUBERT)).eval()
+    by_fairseq = {fairseq_name(k): v for k, v in hubert.state_dict().items()}
+    values = seeded_weights(by_fairseq, HUBERT_SEED)
+    hubert.load_state_dict({k: values[fairseq_name(k)] for k in hubert.state_dict()})
+    # the synthesizer's constructor arguments as RVC's exporter stores them (the 18-item config list)
+    config = tiny_config(FULL_CONFIGS["rvc_v2_40k"]).to_list()
+    synth = SynthesizerTrnMs768NSFsid(*config, is_half=False).eval()
+    synth.load_state_dict(seeded_weights(synth.state_dict(), SYNTH_SEED))
+    rmvpe_dir = Path("/tmp") / "parity_rmvpe_root"
+    rmvpe_dir.mkdir(exist_ok=True)
+    torch.save(seeded_weights(E2E(4, 1, (2, 2)).state_dict(), RMVPE_SEED), rmvpe_dir / "rmvpe.pt")
+    os.environ["rmvpe_root"] = str(rmvpe_dir)
+
+    speech, _ = soundfile.read(str(SPEECH), dtype="float32")  # float32, as RVC's ffmpeg loader gives it
+    clip = speech[4000: 4000 + 24000]  # 1.5 s; its peak is below 0.95, so the loader's limiter is a no-op
+    assert np.abs(clip).max() < 0.95
+    settings = types.SimpleNamespace(x_pad=1, x_query=6, x_center=38, x_max=41, is_half=False, device="cpu")
+    pipeline = Pipeline(config[-1], settings)
+    # load RMVPE first (as a WebUI that converted before): building it inside the call would draw
+    # from the seeded generator before the synthesizer's noise
+    pipeline.model_rmvpe = RMVPE(str(rmvpe_dir / "rmvpe.pt"), is_half=False, device="cpu")
+    torch.manual_seed(NOISE_SEED)
+    converted = pipeline.pipeline(hubert, synth, 0, clip, [0, 0, 0], 0, "rmvpe", "", 0.75, 1, config[-1], 0,
+                                  0.25, "v2", 0.33)
+    np.savez_compressed(OUT / "rvc_conversion.npz", audio=clip, converted_int16=converted,
+                        sample_rate=config[-1], seeds=[RMVPE_SEED, HUBERT_SEED, SYNTH_SEED, NOISE_SEED])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--wav2lip", type=Path, required=True, help="checkout of Rudrabha/Wav2Lip")
@@ -171,6 +250,7 @@ def main() -> None:
     wav2lip_paste_fixture(args.wav2lip)
     wav2lip_frames_fixture(args.wav2lip)
     rmvpe_fixture(args.rvc)
+    rvc_conversion_fixture(args.rvc)
     (OUT / "official_av.json").write_text(json.dumps({"commits": COMMITS}, indent=1) + "\n")
 
 

@@ -98,3 +98,35 @@ def test_rmvpe_f0_track_equals_the_official():
     voiced = expected > 0
     cents = 1200 * np.abs(np.log2(f0[voiced] / expected[voiced]))
     assert cents.max() < 0.01  # measured 0.001 cents
+
+
+# --- RVC conversion -----------------------------------------------------------------------------------
+
+def test_rvc_conversion_equals_the_official_pipeline():
+    """The whole offline conversion of 1.5 s (RMVPE zero padding, 2026 unvoiced-f0 interpolation,
+    rms_mix_rate 0.25, peak limit) against the official `Pipeline.pipeline`, whose int16 output
+    (32768 x the float, truncated) is the reference: within 2 int16 steps (6e-5 of full scale)."""
+    from dataclasses import replace
+
+    from iris_pipeline.models.hubert import HubertConfig, HubertModel
+    from iris_pipeline.models.rvc.config import FULL_CONFIGS, tiny_config
+    from iris_pipeline.models.rvc.inference import CHUNKS_FULL, VoiceConverter
+    from iris_pipeline.models.rvc.synthesizer import SynthesizerTrnMs768NSFsid
+
+    data = np.load(PARITY / "rvc_conversion.npz")
+    rmvpe_seed, hubert_seed, synth_seed, noise_seed = (int(s) for s in data["seeds"])
+    # the narrow networks of the fixture: one 768-d HuBERT layer, a synthesizer 16 channels wide
+    hubert = HubertModel(HubertConfig(conv_channels=32, embed_dim=768, ffn_dim=128, n_layers=1, n_heads=12,
+                                      conv_pos=16, conv_pos_groups=4, final_dim=16, n_label_rows=24)).eval()
+    hubert.load_state_dict(seeded_weights(hubert.state_dict(), hubert_seed))
+    synth = SynthesizerTrnMs768NSFsid(replace(tiny_config(FULL_CONFIGS["rvc_v2_40k"]), content_channels=768))
+    synth.load_state_dict(seeded_weights(synth.state_dict(), synth_seed))
+    synth.eval().fold_weight_norms()
+    converter = VoiceConverter(hubert, seeded("rmvpe", rmvpe_seed), synth, CHUNKS_FULL, interpolate_unvoiced=True,
+                               rms_mix_rate=0.25)
+    assert converter.sample_rate == int(data["sample_rate"])
+    out = converter.convert(data["audio"], generator=torch.Generator().manual_seed(noise_seed)).numpy()
+    expected = data["converted_int16"]
+    assert out.shape == expected.shape
+    error = np.abs(out * 32768.0 - expected.astype(np.float64))
+    assert error.max() <= 2.0, error.max()
