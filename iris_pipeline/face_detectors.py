@@ -45,7 +45,8 @@ class S3FDDetector:
         from iris_pipeline.cache import content_hash
 
         model = models.load("s3fd", path, size=size).to(device)
-        return cls(model, batch_size, cache_id=f"s3fd:{content_hash(Path(path))[:16]}")
+        # "rgb": boxes of the official RGB input; avatars cached from the former BGR input are not reused
+        return cls(model, batch_size, cache_id=f"s3fd:rgb:{content_hash(Path(path))[:16]}")
 
     def detect(self, frames_rgb: np.ndarray) -> list[Box | None]:
         from iris_pipeline.models.s3fd import best_face_box, detect_faces
