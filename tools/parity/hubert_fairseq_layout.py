@@ -6,8 +6,8 @@ write: `args` None (hydra era), `cfg` the training config converted to plain con
 (`OmegaConf.to_container(..., enum_to_str=True)`), `model` the state dict, `criterion` None,
 `optimizer_history` plain dicts, `task_state` `{'dictionaries': [fairseq.data.dictionary.Dictionary]}`
 (the `km` label dictionary: 4 specials + one symbol per cluster), `extra_state` plain numbers.
-The only class it pickles beyond tensors and containers is `fairseq.data.dictionary.Dictionary`:
-torch's weights-only scanner names exactly that class on the real file.
+The only class it pickles beyond tensors and containers is `fairseq.data.dictionary.Dictionary`
+(users loading the real file in torch's weights-only mode report exactly that class as refused).
 
 The dictionary here is an instance of fairseq's own `Dictionary` class, imported from a fairseq
 checkout (its module's unrelated imports stubbed), filled with fairseq's own `add_symbol`, so the
