@@ -1,12 +1,17 @@
 """Regenerate the audio/video parity fixtures under tests/data/parity/ by running the official code.
 
 Every expected value comes from the official implementation, run from a checkout outside this
-repository; nothing here is computed by iris_pipeline. Weights are not stored: the official
+repository; nothing here is computed by iris_pipeline (it only supplies the narrow synthesizer's
+constructor arguments, RVC's 18-item config list). Weights are not stored: the official
 networks get `tests.support.parity.seeded_weights(state_dict, seed)`, which the tests rebuild for our
 networks (same names and shapes, same numbers).
 
     git -C <mirror> archive <commit> | tar -x -C /tmp/Wav2Lip     (likewise the RVC WebUI)
-    PYTHONPATH=. python tools/parity/official_av.py --wav2lip /tmp/Wav2Lip --rvc /tmp/rvc
+    pip install --target /tmp/deps tqdm transformers   (scratch: what the official code imports
+                                                         beyond this project's environment)
+    PYTHONPATH=.:/tmp/deps python tools/parity/official_av.py --wav2lip /tmp/Wav2Lip --rvc /tmp/rvc
+
+The S3FD weights are written into the Wav2Lip checkout (where its detector looks for `s3fd.pth`).
 
 Official commits used (written into tests/data/parity/official_av.json):
   Rudrabha/Wav2Lip                                  5c90fa9b4a2c2a37d0b4ebf7633ac41534eb9941
@@ -33,8 +38,9 @@ What runs, per fixture:
                       output resampling) converting 1.5 s of speech, with the official RMVPE (full,
                       seeded), the official transformers HuBERT class (`infer.hubert.
                       HubertModelWithFinalProj`) and `SynthesizerTrnMs768NSFsid`, both narrow (one
-                      768-d layer; synthesizer widths 16) with seeded weights; torch.manual_seed
-                      before the call (the prior and NSF noise). HuBERT's weights are seeded by their
+                      768-d layer; synthesizer widths 16) with seeded weights; RMVPE loaded
+                      beforehand, then torch.manual_seed just before the call (the prior and NSF
+                      noise). HuBERT's weights are seeded by their
                       fairseq names (the transformers -> fairseq name map below). The transformers
                       HuBERT needs `transformers` (scratch install); `parselmouth` (the "pm" f0
                       method, not used) is replaced by an empty module.
