@@ -36,10 +36,19 @@ def _split_chinese(text: str) -> list[str]:
     return sentences
 
 
-def _split_english(text: str) -> list[str]:
+def _english_tokenizer():
     import punkt
 
-    return punkt.sent_tokenize(text, "english")
+    return punkt.PunktSentenceTokenizer(punkt.load_model("english"))
+
+
+def _split_english(text: str) -> list[str]:
+    return _english_tokenizer().tokenize(text)
+
+
+def english_sentence_starts(text: str) -> list[int]:
+    """Offsets in `text` where a sentence after the first begins, by the same punkt model."""
+    return [start for start, _ in list(_english_tokenizer().span_tokenize(text))[1:]]
 
 
 def _split_japanese(text: str) -> list[str]:
