@@ -214,3 +214,23 @@ def test_release_caches_frees_what_the_stages_hold_beyond_prepare():
         assert pipe.release_caches() == 3000 and pipe.release_caches() == 0
     finally:
         pipe.close()
+
+
+@pytest.mark.gpu
+def test_on_real_streams_the_consumer_reads_what_the_producer_wrote():
+    """Two real non-blocking streams: the producer writes late (after a spin kernel); the accepted
+    mark makes the consumer's read wait for it, and the freed tensor is not reused under it."""
+    placement = Placement(devices={"vallex": CUDA0, "wav2lip": CUDA0})
+    placement.create_streams()
+    with placement.on("vallex"):
+        written = torch.zeros(1 << 20, device=CUDA0)
+        torch.cuda._sleep(50_000_000)  # the producer's stream is busy for a while before it writes
+        written.fill_(1.0)
+        mark = placement.ready("vallex")
+    with placement.on("wav2lip"):
+        placement.accept("wav2lip", mark, [written])
+        total = written.sum()
+        del written  # dropped while wav2lip's stream may still read it
+        with placement.on("vallex"):
+            torch.full((1 << 20,), 7.0, device=CUDA0)  # the producer's next allocation
+    assert float(total) == 1 << 20

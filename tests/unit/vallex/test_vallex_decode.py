@@ -302,3 +302,35 @@ def test_bucketed_decode_is_exactly_the_unbucketed_decode(model, sampling):
     for a, b in zip(want, got, strict=True):
         assert torch.equal(a.codes, b.codes)
         assert torch.equal(a.ar_logits, b.ar_logits)
+
+
+@pytest.mark.gpu
+def test_capture_all_beside_busy_workers_then_replays_like_eager():
+    """Capture up front while another thread allocates and synchronises (as the pipeline's workers
+    do): thread-local capture neither fails nor records their work; replay equals eager."""
+    import threading
+
+    cuda_model = models.build("vallex", "tiny", seed=0).cuda()
+    stop = threading.Event()
+
+    def busy() -> None:
+        with torch.cuda.stream(torch.cuda.Stream()):
+            while not stop.is_set():
+                x = torch.randn(256, 256, device="cuda")
+                float((x @ x).sum())  # a host sync: forbidden in another thread under a global capture
+
+    worker = threading.Thread(target=busy, daemon=True)
+    worker.start()
+    try:
+        decoder = VallexDecoder(cuda_model, use_cuda_graph=True, max_batch=4, capacity_buckets=(128, 256))
+        assert decoder.capture_all(Sampling(greedy=True)) == 3 * 2
+    finally:
+        stop.set()
+        worker.join()
+    requests = synthetic_requests(3, text_tokens=20, prompt_frames=30, frames=40)
+    eager = VallexDecoder(cuda_model, max_batch=4, capacity_buckets=(128, 256))
+    for a, b in zip(eager.generate(requests, Sampling(greedy=True), return_logits=True),
+                    decoder.generate(requests, Sampling(greedy=True), return_logits=True), strict=True):
+        assert torch.equal(a.codes, b.codes)
+        torch.testing.assert_close(a.ar_logits, b.ar_logits, atol=1e-5, rtol=0)
+    assert decoder.uncaptured_steps == 0
