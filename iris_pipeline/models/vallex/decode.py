@@ -444,7 +444,8 @@ class VallexDecoder:
         if self._graph_pool is None:
             self._graph_pool = torch.cuda.graph_pool_handle()
         cache.graph_inputs.append(self.model.ar_audio_position.table)
-        graph = cache.graphs[key] = capture_graph(fn, cache.state(), pool=self._graph_pool)
+        with torch.cuda.device(self.device):  # a capture records on the current device
+            graph = cache.graphs[key] = capture_graph(fn, cache.state(), pool=self._graph_pool)
         return graph
 
     def _run(self, cache: StaticARCache, key: tuple, fn: Callable[[], None]) -> None:

@@ -53,4 +53,5 @@ def cpu_graphs(monkeypatch) -> list[ReplayedFunction]:
 
     monkeypatch.setattr(decode, "capture_graph", capture_on_cpu)
     monkeypatch.setattr(torch.cuda, "graph_pool_handle", lambda: ("shared pool",))
+    monkeypatch.setattr(torch.cuda, "device", lambda device: contextlib.nullcontext())
     return captures
