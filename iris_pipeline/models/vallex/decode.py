@@ -35,6 +35,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -45,7 +46,7 @@ from iris_pipeline.models.vallex.model import Vallex
 
 # Cache columns (prefix + new frames) of the AR decode: a small fixed set, so that the step graph of
 # every bucket can be captured up front. A need above the largest rounds up to a multiple of it.
-CAPACITY_BUCKETS: tuple[int, ...] = (512, 1024, 2048)
+CAPACITY_BUCKETS: tuple[int, ...] = (512, 1024, 1536, 2048)
 # Every capacity is a multiple of this many columns (see the module doc: exact bucketing).
 CAPACITY_GRANULE = 64
 # Uniform noise of padding rows: any value in (0, 1) keeps the Gumbel transform finite.
@@ -148,6 +149,51 @@ def sample_next(logits: torch.Tensor, step: int, min_frames: torch.Tensor, max_f
 
 
 @dataclass
+class DecodeArena:
+    """The large buffers of the caches of the graphs captured up front, shared by all of them: one
+    decoder decodes one batch at a time, and each decode rewrites the state it reads (prefill), so
+    every bucket's cache is a view of the same memory, sized for the largest bucket."""
+
+    keys: torch.Tensor  # flat
+    values: torch.Tensor
+    valid: torch.Tensor
+    tokens: torch.Tensor
+    noise: torch.Tensor | None  # the in-graph sampler's, where it is used
+
+    @classmethod
+    def allocate(cls, model: Vallex, batch: int, capacity: int, noise: bool) -> DecodeArena:
+        p = next(model.parameters())
+        cfg = model.config
+        columns = batch * capacity
+        kv = cfg.num_layers * columns * cfg.nhead * cfg.head_dim
+        return cls(keys=torch.zeros(kv, dtype=p.dtype, device=p.device),
+                   values=torch.zeros(kv, dtype=p.dtype, device=p.device),
+                   valid=torch.zeros(columns, dtype=torch.bool, device=p.device),
+                   tokens=torch.zeros(columns, dtype=torch.long, device=p.device),
+                   noise=torch.full((columns * (cfg.num_audio_tokens + 1),), _PADDING_NOISE, device=p.device)
+                   if noise else None)
+
+    @staticmethod
+    def bytes_for(model: Vallex, batch: int, capacity: int, noise: bool) -> int:
+        cfg = model.config
+        columns = batch * capacity
+        kv = 2 * cfg.num_layers * columns * cfg.nhead * cfg.head_dim * next(model.parameters()).element_size()
+        return kv + columns * (1 + 8) + (StaticARCache.noise_bytes_for(model, batch, capacity) if noise else 0)
+
+    @property
+    def nbytes(self) -> int:
+        tensors = [self.keys, self.values, self.valid, self.tokens]
+        if self.noise is not None:
+            tensors.append(self.noise)
+        return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def _view(flat: torch.Tensor, *shape: int) -> torch.Tensor:
+    """A contiguous view of the first elements of a flat buffer."""
+    return flat[: math.prod(shape)].view(shape)
+
+
+@dataclass
 class StaticARCache:
     """Preallocated decode state for `batch` sequences of up to `capacity` positions."""
 
@@ -165,13 +211,15 @@ class StaticARCache:
     max_frames: torch.Tensor  # [B] long
     tokens: torch.Tensor  # [B, capacity] long: sampled tokens by new-frame index
     noise: torch.Tensor | None = None  # [capacity, B, V] uniform noise (allocated on first use)
+    arena: DecodeArena | None = None  # where keys, values, valid, tokens (and noise) live, if shared
     graphs: dict = field(default_factory=dict)
     # tensors outside the cache that the captured graphs read (the positional table they saw):
     # held so that a regrown table never frees memory a graph still reads
     graph_inputs: list[torch.Tensor] = field(default_factory=list)
 
     @classmethod
-    def allocate(cls, model: Vallex, batch: int, capacity: int) -> StaticARCache:
+    def allocate(cls, model: Vallex, batch: int, capacity: int, arena: DecodeArena | None = None) -> StaticARCache:
+        """Its own buffers, or views of `arena` (which must be at least as large)."""
         p = next(model.parameters())
         cfg = model.config
         shape = (cfg.num_layers, batch, cfg.nhead, capacity, cfg.head_dim)
@@ -179,24 +227,34 @@ class StaticARCache:
         def longs(*size: int) -> torch.Tensor:
             return torch.zeros(size, dtype=torch.long, device=p.device)
 
+        if arena is None:
+            big = dict(keys=torch.zeros(shape, dtype=p.dtype, device=p.device),
+                       values=torch.zeros(shape, dtype=p.dtype, device=p.device),
+                       valid=torch.zeros(batch, capacity, dtype=torch.bool, device=p.device),
+                       tokens=longs(batch, capacity))
+        else:
+            big = dict(keys=_view(arena.keys, *shape), values=_view(arena.values, *shape),
+                       valid=_view(arena.valid, batch, capacity), tokens=_view(arena.tokens, batch, capacity),
+                       noise=None if arena.noise is None else _view(arena.noise, capacity, batch,
+                                                                     cfg.num_audio_tokens + 1))
         return cls(
-            keys=torch.zeros(shape, dtype=p.dtype, device=p.device),
-            values=torch.zeros(shape, dtype=p.dtype, device=p.device),
-            valid=torch.zeros(batch, capacity, dtype=torch.bool, device=p.device),
             token=longs(batch), audio_pos=longs(batch), column=longs(1),
             logits=torch.zeros(batch, cfg.num_audio_tokens + 1, dtype=p.dtype, device=p.device),
             step=longs(1), finished=torch.zeros(batch, dtype=torch.bool, device=p.device),
-            min_frames=longs(batch), max_frames=longs(batch), tokens=longs(batch, capacity),
+            min_frames=longs(batch), max_frames=longs(batch), arena=arena, **big,
         )
 
     @staticmethod
-    def bytes_for(model: Vallex, batch: int, capacity: int) -> int:
-        """Bytes `allocate(model, batch, capacity)` takes (the noise of the in-graph sampler apart)."""
+    def bytes_for(model: Vallex, batch: int, capacity: int, in_arena: bool = False) -> int:
+        """Bytes `allocate(model, batch, capacity)` takes (the noise of the in-graph sampler apart);
+        `in_arena`: only the small per-batch state, the rest being views of an arena."""
         p = next(model.parameters())
         cfg = model.config
+        small = 8 * (4 * batch + 2) + batch + batch * (cfg.num_audio_tokens + 1) * p.element_size()
+        if in_arena:
+            return small
         kv = 2 * cfg.num_layers * batch * cfg.nhead * capacity * cfg.head_dim * p.element_size()
-        longs = 8 * (4 * batch + 2 + batch * capacity)  # token, audio_pos, min/max_frames; column, step; tokens
-        return kv + batch * capacity + batch + longs + batch * (cfg.num_audio_tokens + 1) * p.element_size()
+        return small + kv + batch * capacity * (1 + 8)  # + valid, tokens
 
     @staticmethod
     def noise_bytes_for(model: Vallex, batch: int, capacity: int) -> int:
@@ -210,8 +268,12 @@ class StaticARCache:
 
     @property
     def nbytes(self) -> int:
-        tensors = [self.keys, self.values, self.min_frames, self.max_frames, *self.state()]
-        if self.noise is not None:
+        """Bytes this cache holds on its own (not counting an arena it is a view of)."""
+        tensors = [self.token, self.audio_pos, self.column, self.logits, self.step, self.finished,
+                   self.min_frames, self.max_frames]
+        if self.arena is None:
+            tensors += [self.keys, self.values, self.valid, self.tokens]
+        if self.noise is not None and (self.arena is None or self.arena.noise is None):
             tensors.append(self.noise)
         return sum(t.numel() * t.element_size() for t in tensors)
 
@@ -303,12 +365,21 @@ class DecodeCaches:
         self.max_bytes = max_bytes
         self._entries: OrderedDict[tuple[int, int], StaticARCache] = OrderedDict()
         self._pinned: set[tuple[int, int]] = set()
+        self._reserved = 0  # bytes held outside the entries (the arena of the pinned caches)
         self._lock = threading.Lock()
 
     @property
     def nbytes(self) -> int:
         with self._lock:
-            return sum(entry.nbytes for entry in self._entries.values())
+            return self._reserved + sum(entry.nbytes for entry in self._entries.values())
+
+    def reserve(self, size: int, allocate: Callable[[], Any]) -> Any:
+        """Count `size` bytes held for good (never evicted) and make them with `allocate()`."""
+        with self._lock:
+            self._make_room(size, keep=None)
+            made = allocate()
+            self._reserved += size
+            return made
 
     def keys(self) -> list[tuple[int, int]]:
         with self._lock:
@@ -354,11 +425,11 @@ class DecodeCaches:
         """Evict unpinned entries, oldest first, until `size` more bytes fit; evict nothing if they cannot."""
         if self.max_bytes is None:
             return
-        held = sum(entry.nbytes for entry in self._entries.values())
+        held = self._reserved + sum(entry.nbytes for entry in self._entries.values())
         evictable = [k for k in self._entries if k not in self._pinned and k != keep]  # oldest first
         staying = held - sum(self._entries[k].nbytes for k in evictable)
         if staying + size > self.max_bytes:
-            pinned = sum(self._entries[k].nbytes for k in self._pinned)
+            pinned = self._reserved + sum(self._entries[k].nbytes for k in self._pinned)
             raise ConfigError(f"vallex decode caches: {size / 2**20:.1f} MiB more do not fit the budget of "
                               f"{self.max_bytes / 2**20:.1f} MiB ({pinned / 2**20:.1f} MiB held by graphs "
                               f"captured up front)")
@@ -373,7 +444,8 @@ class VallexDecoder:
 
     use_cuda_graph: replay the step as a `torch.cuda.CUDAGraph` (CUDA only), one per (batch
     bucket, capacity bucket, sampler). `capture_all()` captures every one of them up front and
-    pins their caches; from then on nothing is captured (a shape outside the buckets runs eagerly).
+    pins their caches, which share one `DecodeArena` sized for the largest bucket; from then on
+    nothing is captured (a shape outside the buckets runs eagerly, in a cache of its own).
     Without `capture_all()` a graph is captured on first use.
     max_batch: batch sizes are padded to `batch_buckets(max_batch)`; None: not padded.
     capacity_buckets: cache capacities (see `bucket_up`); None: what a decode needs, rounded up to
@@ -419,17 +491,25 @@ class VallexDecoder:
             return 0
         if self.batch_buckets is None or self.capacity_buckets is None:
             raise ValueError("capture_all() needs batch buckets (max_batch) and capacity buckets")
+        if self.captured_up_front:
+            raise RuntimeError("capture_all() runs once per decoder")
         # the table covers every bucket's positions before any capture: no regrowth inside a bucket
         position = self.model.ar_audio_position
         position.ensure_length(max(self.capacity_buckets[-1], self.model.config.positional_table))
+        noise = sampling.in_graph and not sampling.greedy
+        biggest = (self.batch_buckets[-1], self.capacity_buckets[-1])
+        arena = self.caches.reserve(DecodeArena.bytes_for(self.model, *biggest, noise=noise),
+                                    lambda: DecodeArena.allocate(self.model, *biggest, noise=noise))
         captured = 0
         for batch in self.batch_buckets:
             for capacity in self.capacity_buckets:
-                cache = self.cache_for(batch, capacity, noise=sampling.in_graph and not sampling.greedy)
-                self.caches.pin((batch, capacity))
-                key, fn = self._step(cache, sampling)
-                if key not in cache.graphs:
-                    self._capture(cache, key, fn)
+                key = (batch, capacity)
+                cache = self.caches.get(key, StaticARCache.bytes_for(self.model, *key, in_arena=True),
+                                        partial(StaticARCache.allocate, self.model, *key, arena=arena))
+                self.caches.pin(key)
+                step_key, fn = self._step(cache, sampling)
+                if step_key not in cache.graphs:
+                    self._capture(cache, step_key, fn)
                     captured += 1
         self.captured_up_front = True
         return captured

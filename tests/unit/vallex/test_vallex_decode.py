@@ -200,6 +200,14 @@ def test_capture_all_captures_every_bucket_up_front_and_nothing_later(model, cpu
     decoder = graphed(VallexDecoder(model, max_batch=3, capacity_buckets=(128, 256)))
     assert decoder.capture_all(sampling) == 3 * 2 == len(cpu_graphs)  # batch buckets (1, 2, 3)
     assert decoder.caches.pinned() == {(b, c) for b in (1, 2, 3) for c in (128, 256)}
+    # every pinned cache is a view of one arena sized for the largest bucket: memory of one cache
+    from iris_pipeline.models.vallex.decode import DecodeArena, StaticARCache
+
+    pinned = [decoder.cache_for(b, c) for b, c in sorted(decoder.caches.pinned())]
+    assert len({c.keys.data_ptr() for c in pinned}) == 1 and len({c.values.data_ptr() for c in pinned}) == 1
+    arena = DecodeArena.bytes_for(model, 3, 256, noise=sampling.in_graph)
+    small = sum(StaticARCache.bytes_for(model, b, c, in_arena=True) for b, c in decoder.caches.pinned())
+    assert decoder.caches.nbytes == arena + small == pinned[0].arena.nbytes + sum(c.nbytes for c in pinned)
     assert all(decoder.cache_for(b, c).noise is not None for b, c in decoder.caches.keys()) == sampling.in_graph
     requests = [make_request(**spec, min_frames=2) for spec in THREE]
     expected = VallexDecoder(model).generate(requests, sampling, torch.Generator().manual_seed(0))
