@@ -10,9 +10,9 @@ as a CUDA graph (in the manner of gpt-fast; `use_cuda_graph` overrides the choic
 cache capacities are bucketed, and `prepare()` captures the graph of every (batch bucket, capacity
 bucket) for `max_batch` before any work starts, so no capture ever runs beside other work or inside
 a measured window. The decode caches are bounded by `cache_mib` (least recently used first out;
-the caches of the graphs captured up front stay) and `release_caches()` frees the others. `tensorrt` is refused with a ConfigError: the decode is a host-driven loop of
-sampling and early stopping around one step, not one exported graph; the replayed CUDA graph is
-this stage's fast path. `options.backend` is validated like every stage's (its compile settings
+the caches of the graphs captured up front stay) and `release_caches()` frees the others.
+`tensorrt` is refused with a ConfigError: the decode is a host-driven loop of sampling and early
+stopping around one step, not one exported graph; the replayed CUDA graph is this stage's fast path. `options.backend` is validated like every stage's (its compile settings
 do not apply here: the step is captured by hand, not by torch.compile).
 """
 
