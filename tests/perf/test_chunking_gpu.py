@@ -69,14 +69,15 @@ def render(pipeline: Pipeline, job: Job, chunked: bool, lipsync: str):
         chunking.enabled, pipeline.config.lipsync_features = before
 
 
-@settings(max_examples=4, deadline=None, database=None,
+# Each example renders three clips of at most ~7 s: sized for a short GPU slot, not for coverage.
+@settings(max_examples=3, deadline=None, database=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-@given(chunk_seconds=st.floats(1.0, 6.0), first=st.one_of(st.none(), st.floats(0.6, 3.0)),
+@given(chunk_seconds=st.floats(1.0, 4.0), first=st.one_of(st.none(), st.floats(0.6, 2.0)),
        crossfade_ms=st.floats(0.0, 60.0), pace=st.floats(1.0, 1.3), seed=st.integers(0, 2**16),
-       sentences=st.lists(st.tuples(st.integers(1, 6), st.sampled_from([".", ",", "?", ";"])),
-                          min_size=1, max_size=4))
+       sentences=st.lists(st.tuples(st.integers(1, 5), st.sampled_from([".", ",", "?", ";"])),
+                          min_size=1, max_size=3))
 @example(chunk_seconds=1.0, first=0.6, crossfade_ms=60.0, pace=1.0, seed=0,  # many boundaries, longest fade
-         sentences=[(6, "."), (5, ","), (6, "?"), (4, ";")])
+         sentences=[(5, "."), (4, ","), (5, "?")])
 def test_chunked_clip_equals_the_unchunked_clip_on_the_gpu(gpu_pipeline, chunk_seconds, first, crossfade_ms,
                                                            pace, seed, sentences):
     pipeline, avatar, reference, transcript = gpu_pipeline
