@@ -234,3 +234,21 @@ def test_on_real_streams_the_consumer_reads_what_the_producer_wrote():
         with placement.on("vallex"):
             torch.full((1 << 20,), 7.0, device=CUDA0)  # the producer's next allocation
     assert float(total) == 1 << 20
+
+
+def test_stages_prepare_before_any_worker_starts():
+    """VALL-E X captures its graphs in prepare(): no worker thread may run beside it."""
+    seen: list[list[str]] = []
+
+    class Prepared(Wav2Lip):
+        def prepare(self) -> None:
+            seen.append([t.name for t in threading.enumerate() if t.name.startswith("iris-")])
+
+    config = PipelineConfig(device="cpu", stages=["vallex", "fastpitch", "wav2lip"])
+    pipe = Pipeline(config, stage_factory=lambda name, cfg, device: Prepared())
+    pipe.prepare()
+    try:
+        assert seen == [[], [], []]
+        assert {t.name for t in threading.enumerate()} >= {"iris-tts", "iris-lipsync", "iris-render"}
+    finally:
+        pipe.close()
