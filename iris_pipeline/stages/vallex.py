@@ -66,7 +66,7 @@ class VallexOptions(BaseModel):
         default=list(CAPACITY_BUCKETS), description="KV-cache capacities (prompt + text + new frames) a "
                                                     "decode is padded to; one CUDA graph per bucket and batch bucket")
     cache_mib: int = Field(
-        default=8192, ge=1, description="budget of the decode caches in MiB (least recently used first out); "
+        default=4096, ge=1, description="budget of the decode caches in MiB (least recently used first out); "
                                         "the caches of the graphs captured up front must fit in it")
     long_text: Literal["single", "sentences"] = Field(
         default="single", description="sentences: official long-text mode (fixed prompt, one decode)")
