@@ -155,7 +155,7 @@ class VallexStage(Stage):
                                      cache_bytes=opts.cache_mib * 2**20)
         try:
             self.decoder.capture_all(self._sampling())  # before any worker starts (no-op without graphs)
-        except ConfigError as exc:
+        except ConfigError as exc:  # the captured graphs' caches over the budget
             raise ConfigError(f"{exc}: raise vallex.options.cache_mib, or lower max_batch or the largest of "
                               f"capacity_buckets") from None
 
@@ -272,7 +272,10 @@ class VallexStage(Stage):
         for start in range(0, len(flat), step):
             group = flat[start:start + step]
             generator = self._generator([jobs[j][1] for j, _ in group])
-            results = self.decoder.generate([piece for _, piece in group], self._sampling(), generator)
+            try:
+                results = self.decoder.generate([piece for _, piece in group], self._sampling(), generator)
+            except ConfigError as exc:  # a cache over the budget: name the option that sets it
+                raise ConfigError(f"{exc}: raise vallex.options.cache_mib or shorten the chunks") from None
             for offset, result in enumerate(results):
                 pieces_codes[start + offset] = result.codes
 

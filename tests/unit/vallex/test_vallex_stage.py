@@ -135,3 +135,11 @@ def test_graphs_that_do_not_fit_the_cache_budget_are_refused_at_prepare(graphs_o
     with pytest.raises(ConfigError, match="raise vallex.options.cache_mib") as err:
         make_stage(use_cuda_graph=True, max_batch=64, capacity_buckets=[4096], cache_mib=1)
     assert "\n" not in str(err.value)
+
+
+def test_a_decode_over_the_cache_budget_is_one_line_naming_the_option(prompt):
+    small = make_stage(greedy=True, cache_mib=1, capacity_buckets=[64])
+    request = dict(text="Hello there.", language="en", prompt=prompt, num_frames=900)
+    with pytest.raises(ConfigError, match="raise vallex.options.cache_mib") as err:
+        small.run_batch([request])
+    assert "\n" not in str(err.value)
