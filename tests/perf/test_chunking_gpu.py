@@ -106,7 +106,7 @@ def test_chunked_clip_equals_the_unchunked_clip_on_the_gpu(gpu_pipeline, chunk_s
         assert streamed.speech.samples.shape == (samples,) and streamed.frames.shape[0] == frames
         wav2lip = pipeline.stages["wav2lip"]
         device = pipeline.placement.devices["wav2lip"]
-        mel = wav2lip_mel(streamed.speech.samples.to(device), CODEC_RATE)
+        mel = wav2lip_mel(streamed.speech.samples, CODEC_RATE).to(device)  # as the stage's host-side mel
         with pipeline.placement.on("wav2lip"):
             single = wav2lip.run(mel=mel, mel_offset=0, total_mel_frames=mel.shape[1], avatar=avatar,
                                  frame_start=0, frame_count=frames, fps=pipeline.config.video.fps)["frames"]
