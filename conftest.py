@@ -55,7 +55,7 @@ def _usable_cuda_reason() -> str | None:
 
 @pytest.hookimpl(trylast=True)  # after `-m` / `-k` deselection: only the gpu tests that will run count
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    gpu_items = [item for item in items if "gpu" in item.keywords]
+    gpu_items = [item for item in items if item.get_closest_marker("gpu") is not None]
     if os.environ.get(REQUIRE_GPU_ENV) == "1" and gpu_items:
         reason = _usable_cuda_reason()
         if reason is not None:
