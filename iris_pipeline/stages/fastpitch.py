@@ -36,7 +36,7 @@ from iris_pipeline.config import StageConfig
 from iris_pipeline.errors import ConfigError, InputError
 from iris_pipeline.melbridge import MelBridge
 from iris_pipeline.models.fastpitch import regulate_length
-from iris_pipeline.models.fastpitch.mel import fastpitch_mel
+from iris_pipeline.models.fastpitch.mel import FASTPITCH_MEL, fastpitch_mel
 from iris_pipeline.stages.backend_support import check_profile, parse_own_options
 from iris_pipeline.stages.base import Stage
 from iris_pipeline.subtitles import symbol_timings, word_timings
@@ -97,6 +97,11 @@ class FastPitchStage(Stage):
             self.encoder, self.decoder = (prepare_graph(spec, self.config, stage=self.name, device=self.device)
                                           for spec in (self.encoder_spec, self.decoder_spec))
         warm_up()  # keep the text front end's import cost out of the first chunk
+
+    @staticmethod
+    def min_speech_seconds(text: str) -> float:
+        """The shortest speech `align` accepts for `text`: one mel frame per symbol (text only, no model)."""
+        return max(MIN_SPEECH_SECONDS, len(encode(text, "text").ids) / FASTPITCH_MEL.frames_per_second)
 
     # --- steps -----------------------------------------------------------------------------------
 
