@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from filelock import FileLock
 
-from iris_pipeline.atomic import atomic_open
+from iris_pipeline.atomic import atomic_open, remove_stale_temp_files
 
 _SUFFIX = ".pt"
 ENTRY_FORMAT = 2  # {"format", "key", "checksum", "payload"}; bump when the envelope changes
@@ -134,6 +134,7 @@ class DiskCache:
         self.on_invalid = on_invalid
         self.directory.mkdir(parents=True, exist_ok=True)
         self._lock = FileLock(str(self.directory / ".lock"))
+        remove_stale_temp_files(self.directory)  # entries of writers that were killed mid-way
 
     def _path(self, key: str) -> Path:
         if not key or any(c not in "0123456789abcdefABCDEF-_" for c in key):

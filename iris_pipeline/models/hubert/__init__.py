@@ -3,8 +3,8 @@
 Accepted files (read with `weights_only=True`, never by running pickled code):
   * a fairseq-style dict whose `model` entry is the state dict (e.g. `{'model': state}`);
   * a plain state dict.
-RVC's `hubert_base.pt` itself pickles fairseq / omegaconf objects, so `weights_only` refuses it;
-convert it once, in an environment where fairseq is installed, with `CONVERT_COMMAND`.
+RVC's `hubert_base.pt` itself pickles fairseq / omegaconf objects, so `weights_only` refuses it,
+as it refuses any file whose loading would run code.
 """
 
 from __future__ import annotations
@@ -21,11 +21,6 @@ from iris_pipeline.errors import CheckpointError
 from iris_pipeline.models.hubert.model import FULL, TINY, HubertConfig, HubertModel, conv_output_frames
 from iris_pipeline.models.spec import ModelSpec
 
-CONVERT_COMMAND = (
-    "python -c \"import torch; c = torch.load('hubert_base.pt', map_location='cpu', weights_only=False); "
-    "torch.save({'model': c['model']}, 'hubert_base.weights.pt')\""
-)
-
 
 def extract_state_dict(obj: Any) -> Mapping[str, torch.Tensor]:
     if isinstance(obj, Mapping) and isinstance(obj.get("model"), Mapping):
@@ -35,7 +30,7 @@ def extract_state_dict(obj: Any) -> Mapping[str, torch.Tensor]:
 
 @dataclass(frozen=True)
 class HubertSpec(ModelSpec):
-    """Explains how to convert the official fairseq file when `weights_only` refuses it."""
+    """Says what a refused file may be, without advice that would run its code."""
 
     def load(self, path: Path, size: str = "full") -> torch.nn.Module:
         try:
@@ -43,9 +38,9 @@ class HubertSpec(ModelSpec):
         except CheckpointError as exc:
             if isinstance(exc.__cause__, pickle.UnpicklingError):
                 raise CheckpointError(
-                    f"{self.name}: {path} pickles fairseq objects (the original fairseq hubert_base.pt), "
-                    f"which is not loaded here because unpickling it could run code; convert it once where "
-                    f"fairseq is installed: {CONVERT_COMMAND} and pass hubert_base.weights.pt"
+                    f"{self.name}: refused to load {path}: it pickles objects beyond plain weights (as the "
+                    f"fairseq original does, and as a malicious file may); it is not loaded, since unpickling "
+                    f"it could run code: give the HuBERT-base weights as a plain state dict"
                 ) from exc
             raise
 
@@ -56,4 +51,4 @@ SPEC = HubertSpec(
     extract_state_dict=extract_state_dict,
 )
 
-__all__ = ["CONVERT_COMMAND", "FULL", "SPEC", "TINY", "HubertConfig", "HubertModel", "conv_output_frames"]
+__all__ = ["FULL", "SPEC", "TINY", "HubertConfig", "HubertModel", "conv_output_frames"]

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from iris_pipeline.backends import BuildResult, CorruptEntryError, EngineCache, EngineKey, EngineRefusedError
-from iris_pipeline.backends.cache import MANIFEST_NAME
+from iris_pipeline.backends.cache import MANIFEST_NAME, EngineBuildError
 from iris_pipeline.backends.fingerprint import DeviceFingerprint
 
 KEY = EngineKey(
@@ -126,7 +126,7 @@ def test_failed_and_refused_builds_are_recorded(tmp_path):
         error.info = {"accuracy": {"min_cosine": 0.5}}
         raise error
 
-    with pytest.raises(RuntimeError, match="builder crashed"):
+    with pytest.raises(EngineBuildError, match=r"the test build failed \(RuntimeError: builder crashed\)"):
         cache.get_or_build(KEY, failing, _load)
     manifest = json.loads((cache.entry_dir(KEY) / MANIFEST_NAME).read_text())
     assert manifest["outcome"] == "failed" and "builder crashed" in manifest["error"]
@@ -150,7 +150,7 @@ def test_prune(tmp_path):
     cache = EngineCache(tmp_path)
     cache.get_or_build(KEY, _build, _load)
     failed_key = dataclasses.replace(KEY, precision="fp16")
-    with pytest.raises(RuntimeError):
+    with pytest.raises(EngineBuildError):
         cache.get_or_build(failed_key, lambda w, log: (_ for _ in ()).throw(RuntimeError("no")), _load)
     assert len(list(cache.entries())) == 2
     assert cache.prune(failed=True) == [cache.entry_dir(failed_key)]

@@ -9,7 +9,6 @@ import torch
 
 from iris_pipeline import models
 from iris_pipeline.errors import CheckpointError
-from iris_pipeline.models.hubert import CONVERT_COMMAND
 from iris_pipeline.models.rvc import export_file_dict
 from tests.support.malicious import RunsCode
 from tests.support.manifests import (
@@ -118,13 +117,14 @@ class Dictionary:
     symbols = ("<s>", "<pad>", "</s>", "<unk>")
 
 
-def test_hubert_fairseq_pickle_refusal_explains_conversion(tmp_path):
+def test_hubert_pickle_refusal_names_the_file_and_never_advises_running_it(tmp_path):
     path = tmp_path / "hubert_base.pt"
     torch.save({"model": {}, "task_state": {"dictionaries": [Dictionary()]}}, path)
     with pytest.raises(CheckpointError) as err:
         models.load("hubert_base", path, size="tiny")
     message = str(err.value)
-    assert "pickles fairseq objects" in message and CONVERT_COMMAND in message and "\n" not in message
+    assert str(path) in message and "could run code" in message and "\n" not in message
+    assert "weights_only=False" not in message and "hubert_base.weights.pt" not in message
 
 
 @pytest.mark.parametrize(("layout", "size"), [("fairseq_dict", "full"), ("plain", "tiny")])
