@@ -6,7 +6,7 @@ not the lip-sync model), so bad input fails in seconds. The mp4 is written to a 
 file that is renamed only when complete, so an error, Ctrl-C, SIGTERM or SIGHUP never leaves a
 partial clip behind, and temporary files of renders that were killed outright are removed by the
 next render into the same directory. Without a terminal, progress is one plain line per stage and
-chunk, so CI logs show where a long render is.
+chunk on stdout (stderr keeps only problems), so CI logs show where a long render is.
 """
 
 from __future__ import annotations
@@ -179,9 +179,11 @@ def _render(text: str, language: str, reference: Path, transcript: str, avatar: 
     from iris_pipeline.config import load_pipeline_config
     from iris_pipeline.errors import CheckpointError, ConfigError
     from iris_pipeline.pipeline import Job, Pipeline
+    from iris_pipeline.stages import check_stage_options
 
     console = Console(stderr=True)
     cfg = load_pipeline_config(config, size=size, device=device, seed=seed)
+    check_stage_options(cfg)  # every stage's options, as `iris config check` validates them
     check_script(text, language, transcript)
     ref = read_reference(reference, cfg.max_reference_seconds)
     if chunk_seconds is not None:
@@ -222,8 +224,8 @@ def _render(text: str, language: str, reference: Path, transcript: str, avatar: 
 
 
 class RenderProgress:
-    """Progress of one render on stderr: bars on a terminal; otherwise one plain, flushed line per
-    model loaded and per stage and chunk (CI logs, nohup)."""
+    """Progress of one render: bars on stderr's terminal; otherwise one plain, flushed line on stdout
+    per model loaded and per stage and chunk (CI logs, nohup), leaving stderr to problems."""
 
     def __init__(self, console: Console, stages: list[str]):
         self.console = console
@@ -248,7 +250,7 @@ class RenderProgress:
 
     def line(self, text: str) -> None:
         if self.plain:
-            print(f"progress: {text} [{time.perf_counter() - self.started:.1f} s]", file=sys.stderr, flush=True)
+            print(f"progress: {text} [{time.perf_counter() - self.started:.1f} s]", file=sys.stdout, flush=True)
 
     def loading(self, name: str) -> None:
         self._loaded += 1
