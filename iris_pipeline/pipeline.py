@@ -21,6 +21,7 @@ import math
 import queue
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +41,7 @@ CODEC_HOP = 320  # samples per EnCodec frame: 75 frames per second
 CODEC_FRAME_RATE = CODEC_RATE // CODEC_HOP
 MIN_REFERENCE_SECONDS = 1.0
 _QUEUE_DEPTH = 4  # chunks buffered between two workers: bounds memory, keeps the stages busy
+_PROMPTS_KEPT = 16  # voices whose VALL-E X prompt stays in memory (least recently used dropped)
 
 
 @dataclass
@@ -298,7 +300,7 @@ class Pipeline:
         self._lipsync_in: queue.Queue = queue.Queue(maxsize=_QUEUE_DEPTH)
         self._render_in: queue.Queue = queue.Queue(maxsize=_QUEUE_DEPTH)
         self._lipsync_state: dict[int, _LipsyncState] = {}
-        self._prompts: dict[tuple, Any] = {}
+        self._prompts: OrderedDict[tuple, Any] = OrderedDict()
         self._prompts_lock = threading.Lock()
         self._closed = False
 
@@ -416,6 +418,8 @@ class Pipeline:
         key = (tensor_hash(job.reference.samples), job.reference.sample_rate, job.transcript, job.language)
         with self._prompts_lock:
             prompt = self._prompts.get(key)
+            if prompt is not None:
+                self._prompts.move_to_end(key)
         if prompt is not None:
             return prompt
         reference = job.reference
@@ -427,8 +431,10 @@ class Pipeline:
         vallex_device = self.placement.devices["vallex"]
         with self.placement.on("vallex"), handle.timer.region("vallex_prompt", vallex_device):
             prompt = self.stages["vallex"].encode_prompt(reference.to(vallex_device), job.transcript, job.language)
-        with self._prompts_lock:
+        with self._prompts_lock:  # bounded: a server sees any number of voices
             self._prompts[key] = prompt
+            while len(self._prompts) > _PROMPTS_KEPT:
+                self._prompts.popitem(last=False)
         return prompt
 
     def _chunk_plan(self, job: Job) -> chunking.ChunkPlan:

@@ -288,7 +288,7 @@ class RenderProgress:
             self.progress.update(self.bars["wav2lip"], total=total)
 
 
-def _write_clip(pipeline, job, out: Path, report: RenderProgress):
+def _write_clip(pipeline, job, out: Path, report: RenderProgress | None = None):
     """Stream the job's chunks into the mp4 as they come; the .vtt once all are in.
 
     A chunk is dropped as soon as it is written (only its words stay, for the subtitles), so the
@@ -304,7 +304,7 @@ def _write_clip(pipeline, job, out: Path, report: RenderProgress):
     try:
         try:
             for chunk in handle.chunks():
-                if chunk.last:
+                if chunk.last and report is not None:
                     report.clip_frames(chunk.frame_start + chunk.frames.shape[0])
                 if writer is None:
                     height, width = job.avatar.frames.shape[1:3]
