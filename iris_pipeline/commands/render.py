@@ -111,8 +111,9 @@ def check_output_path(out: Path) -> None:
 
 
 def check_script(text: str, language: str, transcript: str) -> None:
-    """Text, language and transcript, before anything is read or built."""
-    from iris_pipeline.chunking import SPEECH_RATES, plan_chunks
+    """Text, language and transcript, before anything is read or built (the script's length and what
+    the chunk planner refuses are the pipeline's `check_job`)."""
+    from iris_pipeline.chunking import SPEECH_RATES
 
     if not text.strip():
         raise InputError("--text: the script is empty")
@@ -120,7 +121,6 @@ def check_script(text: str, language: str, transcript: str) -> None:
         raise InputError(f"--language {language!r}: not supported; supported: {', '.join(sorted(SPEECH_RATES))}")
     if not transcript.strip():
         raise InputError("--transcript: empty; give the words spoken in the reference recording")
-    plan_chunks(text, language)  # anything else the chunk planner refuses, in its own words
 
 
 def read_reference(path: Path, max_seconds: float):
