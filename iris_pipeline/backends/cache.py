@@ -217,8 +217,10 @@ def read_manifest(path: Path) -> tuple[dict[str, Any] | None, str]:
     try:
         _ManifestSchema.model_validate(data)
     except ValidationError as exc:
-        where = ".".join(str(part) for part in exc.errors()[0]["loc"]) or "top level"
-        return None, f"malformed manifest ({where}: {exc.errors()[0]['msg']})"
+        loc = exc.errors()[0]["loc"]
+        if not loc:
+            return None, f"malformed manifest (a JSON {type(data).__name__}, not an object)"
+        return None, f"malformed manifest ({'.'.join(str(part) for part in loc)}: {exc.errors()[0]['msg']})"
     return data, "ok"
 
 

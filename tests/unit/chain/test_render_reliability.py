@@ -152,6 +152,21 @@ def test_engines_commands_survive_any_manifest(tmp_path, manifest):
     assert everything.returncode == 0 and not entry.exists(), everything.stderr
 
 
+@pytest.mark.slow
+def test_engines_build_rebuilds_an_entry_whose_manifest_is_broken(tmp_path):
+    engines = tmp_path / "engines"
+    build = ("engines", "build", "--model", "wav2lip", "--backend", "onnx", "--size", "tiny", "--dir", str(engines))
+    first = iris(tmp_path, *build)
+    assert first.returncode == 0 and "built in" in first.stdout, first.stderr
+    (manifest,) = engines.glob("wav2lip.tiny/*/manifest.json")
+    manifest.write_text("[]")
+    again = iris(tmp_path, *build)
+    assert again.returncode == 0 and "built in" in again.stdout, again.stderr
+    lines = again.stderr.strip().splitlines()
+    assert len(lines) == 1 and "malformed manifest" in lines[0] and "rebuilding" in lines[0], again.stderr
+    assert json.loads(manifest.read_text())["outcome"] == "success"
+
+
 # --- checkpoint refusals name the file --checkpoints reads, and never advise running it -------------------
 
 @pytest.mark.parametrize("content", ["garbage", "malicious"])
