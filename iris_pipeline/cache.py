@@ -106,9 +106,17 @@ class EntrySchema:
             if spec.finite and value.is_floating_point() and not bool(torch.isfinite(value).all()):
                 return f"field {name!r} holds NaN or inf"
         for name, kind in self.values.items():
-            if not isinstance(payload.get(name), kind) or isinstance(payload.get(name), bool) != (kind is bool):
+            if not _is_of(payload.get(name), kind):
                 return f"field {name!r} is {type(payload.get(name)).__name__}, expected {_type_names(kind)}"
         return self.check(payload) if self.check is not None else None
+
+
+def _is_of(value: Any, kind: type | tuple[type, ...]) -> bool:
+    """isinstance, except that a bool is not an int (True is no sample rate)."""
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    if isinstance(value, bool):
+        return bool in kinds
+    return isinstance(value, kinds)
 
 
 def _type_names(kind: type | tuple[type, ...]) -> str:

@@ -181,7 +181,7 @@ class ClipTally:
     """
 
     def __init__(self, handle: JobHandle):
-        self._handle = handle
+        self.handle = handle
         self.samples = 0
         self.frames = 0
         self.chunks = 0
@@ -205,15 +205,15 @@ class ClipTally:
 
     @property
     def latency_ms(self) -> float:
-        return (self._last_ready - self._handle.submitted_at) * 1e3
+        return (self._last_ready - self.handle.submitted_at) * 1e3
 
     @property
     def first_chunk_ms(self) -> float:
-        return ((self._first_ready or self._last_ready) - self._handle.submitted_at) * 1e3
+        return ((self._first_ready or self._last_ready) - self.handle.submitted_at) * 1e3
 
     @property
     def stage_ms(self) -> dict[str, float]:
-        return self._handle.timer.totals_ms() if self._handle.timer is not None else {}
+        return self.handle.timer.totals_ms() if self.handle.timer is not None else {}
 
 
 @dataclass

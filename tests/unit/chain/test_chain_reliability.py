@@ -65,7 +65,7 @@ def test_a_choppy_script_renders_for_every_seed(pipeline, avatar, seed):
     job = Job(text=CHOPPY, language="en", reference=reference(), transcript="a short reference",
               avatar=avatar, seed=seed)
     tally = ClipTally(pipeline.submit(job))
-    for chunk in tally._handle.chunks(timeout=600):
+    for chunk in tally.handle.chunks(timeout=600):
         tally.add(chunk)
     assert tally.chunks >= 8 and tally.frames == math.ceil(tally.samples * 25 / CODEC_RATE)
 
