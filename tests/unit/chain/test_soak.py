@@ -4,7 +4,9 @@ The jobs alternate between the two ways the pipeline is used: `iris render`'s pa
 into an mp4 as they come, by the command's own `_write_clip`) and a benchmark clip (`render()`, the
 whole RenderResult). Every tenth job is refused at submission (a silent reference) and every tenth
 fails inside the workers (no avatar: Wav2Lip raises mid-job). After a warm-up, the process's
-resident memory, open file descriptors and threads are sampled after every job:
+resident memory, open file descriptors and threads are sampled after every job, once unreachable
+objects are collected (the English G2P's dictionary connections, for one, are closed only by the
+garbage collector, so the raw count of descriptors saw-tooths without growing):
 
 - RSS: the least-squares slope over the measured jobs is at most `RSS_SLOPE_BOUND` (32 KiB per
   job, 7.5 MiB over 240 jobs). A leak of one clip's frames per job (here ~3 MiB) is ~100 times that.
@@ -18,6 +20,7 @@ open file per job, and checks that the same verdict fails.
 
 from __future__ import annotations
 
+import gc
 import math
 import os
 import threading
@@ -102,6 +105,7 @@ def soak(pipeline: Pipeline, avatar, jobs: int, out: Path, leak: list | None = N
             if leak is not None:  # the injected leak: every clip kept, one file left open per job
                 leak.append((result, open(os.devnull)))  # noqa: SIM115
         samples.outcomes[kind] = samples.outcomes.get(kind, 0) + 1
+        gc.collect()
         samples.rss.append(process.memory_info().rss)
         samples.fds.append(process.num_fds())
         samples.threads.append(threading.active_count())
