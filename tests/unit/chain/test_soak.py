@@ -8,8 +8,9 @@ resident memory, open file descriptors and threads are sampled after every job, 
 objects are collected (the English G2P's dictionary connections, for one, are closed only by the
 garbage collector, so the raw count of descriptors saw-tooths without growing):
 
-- RSS: the least-squares slope over the measured jobs is at most `RSS_SLOPE_BOUND` (32 KiB per
-  job, 7.5 MiB over 240 jobs). A leak of one clip's frames per job (here ~3 MiB) is ~100 times that.
+- RSS: the least-squares slope over the 200 measured jobs is at most `RSS_SLOPE_BOUND` (64 KiB per
+  job, 12.5 MiB over those jobs; the allocator's noise alone gave slopes of -21 and +16 KiB per job).
+  Keeping every benchmark clip (3 in 8 jobs, ~2.9 MiB of frames each) measured ~850 KiB per job.
 - open file descriptors and threads: no growth at all (the maximum after the warm-up equals the
   level at its end).
 - on a GPU, the device memory NVML reports: slope at most `GPU_SLOPE_BOUND` per job.
@@ -42,7 +43,7 @@ from iris_pipeline.pipeline import Job, Pipeline
 DATA = Path(__file__).resolve().parents[2] / "data"
 JOBS = 240
 WARMUP = 40
-RSS_SLOPE_BOUND = 32 * 1024  # bytes per job
+RSS_SLOPE_BOUND = 64 * 1024  # bytes per job
 GPU_SLOPE_BOUND = 64 * 1024  # bytes per job
 TEXT = "Hello there, this is a soak test."
 SECONDS = 0.6
