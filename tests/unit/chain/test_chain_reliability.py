@@ -16,6 +16,7 @@ from iris_pipeline.config import PipelineConfig
 from iris_pipeline.errors import InputError
 from iris_pipeline.pipeline import CODEC_RATE, ClipTally, Job, Pipeline
 from iris_pipeline.stages.fastpitch import FastPitchStage
+from iris_pipeline.video import frame_count_for
 
 DATA = Path(__file__).resolve().parents[2] / "data"
 # short sentences and phrases: with 0.6 s chunks, many chunks of a few symbols each
@@ -67,7 +68,7 @@ def test_a_choppy_script_renders_for_every_seed(pipeline, avatar, seed):
     tally = ClipTally(pipeline.submit(job))
     for chunk in tally.handle.chunks(timeout=600):
         tally.add(chunk)
-    assert tally.chunks >= 8 and tally.frames == math.ceil(tally.samples * 25 / CODEC_RATE)
+    assert tally.chunks >= 8 and tally.frames == frame_count_for(tally.samples, CODEC_RATE, 25)
 
 
 @pytest.mark.slow
@@ -82,7 +83,8 @@ def test_a_30_second_script_without_seconds_renders(avatar, seed):
         result = pipe.render(job, timeout=900)
     finally:
         pipe.close()
-    assert result.chunks >= 3 and result.frames.shape[0] == math.ceil(result.speech.samples.shape[0] * 25 / CODEC_RATE)
+    assert result.chunks >= 3 and result.frames.shape[0] == frame_count_for(
+        result.speech.samples.shape[0], CODEC_RATE, 25)
 
 
 def test_seconds_too_short_for_the_text_is_refused_before_any_work(pipeline, avatar):
