@@ -56,6 +56,15 @@ class ChunkingConfig(_Strict):
     crossfade_ms: float = Field(default=20.0, ge=0.0, le=500.0)
 
 
+class ScriptLimits(_Strict):
+    """The longest job accepted, checked before any model loads. The defaults allow about 10 minutes
+    of speech (English reads ~14 characters and ~2.5 words per second) with some margin."""
+
+    max_characters: int = Field(default=10_000, ge=1)
+    max_words: int = Field(default=2_000, ge=1)
+    max_seconds: float = Field(default=660.0, gt=0, description="expected speech of the script, and --seconds")
+
+
 class VideoConfig(_Strict):
     fps: float = Field(default=25.0, ge=1.0, le=120.0)
 
@@ -72,6 +81,7 @@ class PipelineConfig(_Strict):
     wav2lip: StageConfig = Field(default_factory=StageConfig)
     chunking: ChunkingConfig = Field(default_factory=ChunkingConfig)
     video: VideoConfig = Field(default_factory=VideoConfig)
+    limits: ScriptLimits = Field(default_factory=ScriptLimits)
     lipsync_features: Literal["fastpitch", "speech"] = "fastpitch"
     max_reference_seconds: float = Field(default=30.0, gt=1.0)
     seed: int = 0
@@ -220,7 +230,9 @@ def _read_yaml(path: Path) -> Any:
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
-        raise ConfigError(f"{path}: cannot read config file ({exc.strerror or exc})") from exc
+        raise ConfigError(f"{path}: cannot read config file ({exc.strerror or exc})") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}); save the config as UTF-8") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
