@@ -40,10 +40,20 @@ def perf_settings(pytestconfig):
 
 
 @pytest.fixture(scope="session")
-def perf_config(device):
+def perf_profile(device, pytestconfig):
+    """The profile the session measures, resolved here (TensorRT stages that cannot run fall back)."""
+    from iris_pipeline import profiles
     from iris_pipeline.benchmark.session import build_config
 
-    return build_config(device=str(device) if device.type == "cuda" else "cpu")
+    chosen = profiles.load_profile(pytestconfig.getoption("--profile")
+                                   or profiles.default_profile_name(device.type == "cuda"))
+    data = {"data": profiles.profile_data(chosen), "source": f"profile {chosen.name}"}
+    return profiles.resolve(chosen, build_config(data, device=str(device) if device.type == "cuda" else "cpu"))
+
+
+@pytest.fixture(scope="session")
+def perf_config(perf_profile):
+    return perf_profile.config
 
 
 @dataclass
@@ -65,7 +75,7 @@ class PerfSession:
 
 
 @pytest.fixture(scope="session")
-def perf_session(perf_config, perf_settings, engine_dir, pytestconfig, targets):
+def perf_session(perf_config, perf_profile, perf_settings, engine_dir, pytestconfig, targets):
     """The pipeline built once, engines from `engine_dir`; at the end, the session's result files."""
     from iris_pipeline.benchmark import inputs
     from iris_pipeline.benchmark.runner import BenchTarget
@@ -94,7 +104,8 @@ def perf_session(perf_config, perf_settings, engine_dir, pytestconfig, targets):
         return Job(text=text, language="en", reference=reference, transcript=transcript, avatar=avatar,
                    seconds=clip_s, seed=seed)
 
-    session = PerfSession(BenchTarget(pipeline, make_job, list(gpus)), sampler, capture_context(perf_config),
+    session = PerfSession(BenchTarget(pipeline, make_job, list(gpus)), sampler,
+                          {**capture_context(perf_config), **perf_profile.context()},
                           placement.describe(), engines_before, build_nvml)
     try:
         yield session
