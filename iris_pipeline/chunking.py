@@ -9,7 +9,9 @@ Definitions (integer arithmetic is exact unless said):
   space, every CJK character (Han, kana, Hangul, CJK punctuation) takes `1 / cjk_chars_per_second`
   and every other character (spaces and punctuation included) `1 / chars_per_second`, with the rates
   of the language (`SPEECH_RATES`: English 14 chars/s, Chinese 4.5 Han/s, Japanese 7 chars/s).
-- Chunk plan (`plan_chunks`): the whitespace-normalised script is cut at sentence ends, then phrase
+- Chunk plan (`plan_chunks`): the whitespace-normalised script is cut at sentence ends (English: the
+  sentence starts NLTK's punkt model finds, as VALL-E X's official splitter; so "Dr. Smith" is never
+  cut at this level; other languages: . ! ? … 。！？ and closing quotes), then phrase
   marks (, ; : and CJK 、，；：), then spaces, then (CJK only) between characters, so that no chunk's
   expected duration exceeds `chunk_seconds`; a single word longer than that stays whole and is marked
   `oversized`. The chunks' spans tile the normalised script exactly.
@@ -64,6 +66,7 @@ from iris_pipeline.audio import (
     wav2lip_mel_frames,
 )
 from iris_pipeline.errors import InputError
+from iris_pipeline.text.vallex_sentences import english_sentence_starts
 from iris_pipeline.video import MEL_WINDOW, fps_fraction, frame_count_for
 from iris_pipeline.video import mel_window_start as unclamped_window_start
 
@@ -212,10 +215,12 @@ class ChunkPlan:
         return allocate_units([c.expected_seconds for c in self.chunks], total_units)
 
 
-def _cut_positions(text: str, start: int, end: int, level: int) -> list[int]:
+def _cut_positions(text: str, start: int, end: int, level: int, language: str) -> list[int]:
     """Positions strictly inside (start, end) where a chunk may end, at one level of the hierarchy."""
     piece = text[start:end]
-    if level == 0:
+    if level == 0 and language == "en":  # the sentences VALL-E X's official splitter finds (punkt)
+        cuts = [start + i for i in english_sentence_starts(piece)]
+    elif level == 0:
         cuts = [start + m.end() for m in _SENTENCE_END.finditer(piece)]
     elif level == 1:
         cuts = [start + m.end() for m in _PHRASE_END.finditer(piece)]
@@ -262,7 +267,7 @@ def plan_chunks(text: str, language: str, chunk_seconds: float = 10.0,
         if level == _LEVELS:
             spans.append((a, b, True))
             return
-        cuts = _cut_positions(script, a, b, level)
+        cuts = _cut_positions(script, a, b, level, language)
         if not cuts:
             place(a, b, level + 1, limit)
             return
