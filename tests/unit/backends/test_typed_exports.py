@@ -5,7 +5,7 @@ Each passes `onnx.checker.check_model(full_check=True)` (types inferred through 
 fp32/fp16 mask of the attention once failed here) and runs in onnxruntime on the CPU at the profile's
 min, opt and max points, where its outputs are compared with the eager fp32 module:
 - fp16: cosine >= 0.999 and max |err| within the graph's gate (Wav2Lip 0.1 on crops in [0, 1];
-  FastPitch 1.0 on log-mels; the aligner 2.5 on log-probabilities, see `stage_graphs.py`);
+  FastPitch 1.0 on log-mels; the aligner 0.1 on probabilities, see `stage_graphs.py`);
 - INT8: the graph's accuracy gate (cosine >= 0.99 and the same max |err|).
 Random (seeded) tiny weights: figures for official checkpoints differ.
 """
