@@ -69,10 +69,15 @@ def bench_command(
     ab_floor_ms: float = typer.Option(FLOOR_MS, "--ab-floor-ms", help="absolute floor of the estimated difference, ms"),
     ab_alpha: float = typer.Option(ALPHA, "--ab-alpha", help="one-sided error level of the confidence bound"),
     quiet: bool = typer.Option(False, "--quiet", help="no progress lines"),
+    profile: str | None = typer.Option(None, "--profile", help="shipped profile (optimised, eager) or a profile "
+                                                               "YAML (default: optimised with a GPU, eager without)"),
+    compare_eager: bool = typer.Option(True, "--compare-eager/--no-compare-eager",
+                                       help="also measure the eager profile in this run: speedup.csv"),
 ) -> None:
     """Run the benchmark matrix and judge it against the targets (or, with --ab, against a base ref)."""
     from rich.console import Console
 
+    from iris_pipeline import profiles
     from iris_pipeline.benchmark import settings as bench_settings
     from iris_pipeline.benchmark.session import build_config
     from iris_pipeline.config import load_targets
@@ -91,9 +96,21 @@ def bench_command(
                   throughput=throughput and file_settings.get("throughput", True),
                   fresh_voice=fresh_voice or file_settings.get("fresh_voice", False))
     settings = bench_settings.parse_settings(merged)
-    cfg = build_config(pipeline_data, size=size, device=device, precision=precision, backend=backend,
-                       stage_precision=bench_settings.parse_assignments(stage_precision, "--stage-precision"),
-                       stage_backend=bench_settings.parse_assignments(stage_backend, "--stage-backend"))
+    chosen = _profile(profile, device)
+
+    def config_of(prof, **flags):
+        data = pipeline_data["data"] if isinstance(pipeline_data, dict) else None
+        source = pipeline_data["source"] if isinstance(pipeline_data, dict) else "bench options"
+        return build_config({"data": profiles.profile_data(prof, data), "source": f"profile {prof.name} + {source}"},
+                            size=size, device=device, **flags)
+
+    resolved = profiles.resolve(chosen, config_of(
+        chosen, precision=precision, backend=backend,
+        stage_precision=bench_settings.parse_assignments(stage_precision, "--stage-precision"),
+        stage_backend=bench_settings.parse_assignments(stage_backend, "--stage-backend")))
+    cfg = resolved.config
+    eager_cfg = config_of(profiles.load_profile(profiles.EAGER)) if compare_eager and chosen.name != profiles.EAGER \
+        else None
     out_dir = out or default_out_dir()
     if ab is not None or ab_base_dir is not None:
         from iris_pipeline.benchmark.abrun import ABOptions, run_ab_command
@@ -105,8 +122,18 @@ def bench_command(
         raise typer.Exit(ab_exit_code(run.verdict, gate))
     targets_obj = load_targets(targets)  # read first: a bad targets file fails before the long run
     code = _run(settings, cfg, targets_obj, str(targets) if targets else "default (iris_pipeline/defaults/targets.yaml)",
-                out_dir, history, gate, console, progress)
+                out_dir, history, gate, console, progress, resolved, eager_cfg)
     raise typer.Exit(code)
+
+
+def _profile(name: str | None, device: str | None):
+    """The chosen profile, or the default one for where the pipeline will run."""
+    import torch
+
+    from iris_pipeline import profiles
+
+    on_gpu = (device or "auto") != "cpu" and torch.cuda.is_available()
+    return profiles.load_profile(name or profiles.default_profile_name(on_gpu))
 
 
 def _split_config(path: Path | None) -> tuple[dict, Path | dict | None]:
@@ -132,14 +159,28 @@ def _split_config(path: Path | None) -> tuple[dict, Path | dict | None]:
 
 
 def _run(settings, cfg, targets, targets_name: str, out_dir: Path, history: Path | None, gate: bool,
-         console, progress) -> int:
+         console, progress, resolved=None, eager_cfg=None) -> int:
     from rich.console import Console
 
+    from iris_pipeline import profiles
     from iris_pipeline.benchmark import results, verdicts
     from iris_pipeline.benchmark.session import run_benchmark
     from iris_pipeline.benchmark.table import print_report
 
     result = run_benchmark(settings, cfg, targets=targets, progress=progress)
+    if resolved is not None:  # which profile was measured, and every stage that fell back, in each row
+        result.context.update(resolved.context())
+        result.notes.extend(resolved.notes())
+    if resolved is not None and eager_cfg is not None:
+        if progress:
+            progress("measuring the eager profile beside it (speed-up column)")
+        eager = run_benchmark(settings.model_copy(update={"throughput": False}), eager_cfg, targets=targets,
+                              progress=progress)
+        rows = profiles.speedup_rows(resolved, result.clips, eager.clips)
+        result.notes.extend(f"clip {r['clip_s']:g} s: {resolved.name} {r['speedup_vs_eager']}x eager "
+                            f"(median latency {r['latency_ms_median']} vs {r['eager_latency_ms_median']} ms)"
+                            for r in rows)
+        typer.echo(f"speed-up: {profiles.write_speedup(rows, out_dir)}")
     found = results.evaluate(result, targets)
     if not found:
         result.notes.append("no targets for these clip lengths in the targets file: nothing was gated, so the "

@@ -59,11 +59,20 @@ def perf_settings(pytestconfig):
 
 
 @pytest.fixture(scope="session")
-def perf_config():
-    """The pipeline config `iris bench` resolves without flags (its placement included)."""
+def perf_profile(device, pytestconfig):
+    """The profile the session measures, resolved here (TensorRT stages that cannot run fall back)."""
+    from iris_pipeline import profiles
     from iris_pipeline.benchmark.session import build_config
 
-    return build_config()
+    chosen = profiles.load_profile(pytestconfig.getoption("--profile")
+                                   or profiles.default_profile_name(device.type == "cuda"))
+    data = {"data": profiles.profile_data(chosen), "source": f"profile {chosen.name}"}
+    return profiles.resolve(chosen, build_config(data, device=str(device) if device.type == "cuda" else "cpu"))
+
+
+@pytest.fixture(scope="session")
+def perf_config(perf_profile):
+    return perf_profile.config
 
 
 @dataclass(frozen=True)
@@ -97,7 +106,7 @@ class PerfResult:
 
 
 @pytest.fixture(scope="session")
-def perf_result(perf_config, perf_settings, engine_dir, pytestconfig, targets, tmp_path_factory):
+def perf_result(perf_config, perf_profile, perf_settings, engine_dir, pytestconfig, targets, tmp_path_factory):
     """The one benchmark session of the run (every clip length), engines from `engine_dir`; its
     bench.csv / bench.json / summary.json are written at once."""
     from iris_pipeline.benchmark import results
@@ -109,6 +118,8 @@ def perf_result(perf_config, perf_settings, engine_dir, pytestconfig, targets, t
         with BenchSession(perf_settings, perf_config, targets=targets) as session:
             result = session.measure()
             result.notes.append("measured by the pytest perf session (tests/perf)")
+            result.context.update(perf_profile.context())  # the profile measured and every stage fallback
+            result.notes.extend(perf_profile.notes())
             found = results.evaluate(result, targets)
             out = pytestconfig.getoption("--bench-out") or os.environ.get("IRIS_BENCH_OUT")
             out_dir = Path(out) if out else tmp_path_factory.mktemp("bench")
