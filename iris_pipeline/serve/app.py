@@ -198,6 +198,48 @@ class _Metrics:
         return generate_latest(self.registry)
 
 
+# --- deployment options (defined before Ingress: Serve serialises the class where it is defined) ---
+
+def chain_on_gpus(config: PipelineConfig) -> bool:
+    """`num_gpus: auto` gives GPU shares unless the chain is told to run on the CPU."""
+    return config.device != "cpu"
+
+
+def deployment_options(settings: DeploymentSettings, group: str, on_gpus: bool) -> dict[str, Any]:
+    """Serve options of one deployment from its settings (the same in code and in the emitted YAML)."""
+    options: dict[str, Any] = {
+        "ray_actor_options": {"num_cpus": settings.num_cpus, "num_gpus": gpu_share(settings, group, on_gpus)},
+        "max_ongoing_requests": settings.max_ongoing_requests,
+        "max_queued_requests": settings.max_queued_requests,
+    }
+    if settings.autoscaling is not None:
+        options["autoscaling_config"] = settings.autoscaling.model_dump()
+    else:
+        options["num_replicas"] = settings.num_replicas
+    return options
+
+
+def all_deployment_options(config: PipelineConfig) -> dict[str, dict[str, Any]]:
+    """Deployment name -> Serve options, for every deployment of the application."""
+    serving, on_gpus = config.serving, chain_on_gpus(config)
+    out = {name: deployment_options(getattr(serving, attr), attr, on_gpus)
+           for name, (attr, _) in DEPLOYMENT_GROUPS.items()}
+    out["Registry"] = deployment_options(serving.registry, "registry", on_gpus)
+    out["Registry"]["num_replicas"] = 1  # one shared store
+    out["Registry"].pop("autoscaling_config", None)
+    out[INGRESS] = deployment_options(serving.ingress, "ingress", on_gpus)
+    return out
+
+
+def replica_plan(config: PipelineConfig) -> dict[str, str]:
+    """Deployment name -> its replica count, or `min-max` under autoscaling (the load test's context)."""
+    plan = {}
+    for name, options in all_deployment_options(config).items():
+        auto = options.get("autoscaling_config")
+        plan[name] = f"{auto['min_replicas']}-{auto['max_replicas']}" if auto else str(options["num_replicas"])
+    return plan
+
+
 @serve.deployment(name=INGRESS)
 @serve.ingress(api)
 class Ingress:
@@ -519,46 +561,6 @@ class Ingress:
 
 
 # --- the application ------------------------------------------------------------------------------
-
-def chain_on_gpus(config: PipelineConfig) -> bool:
-    """`num_gpus: auto` gives GPU shares unless the chain is told to run on the CPU."""
-    return config.device != "cpu"
-
-
-def deployment_options(settings: DeploymentSettings, group: str, on_gpus: bool) -> dict[str, Any]:
-    """Serve options of one deployment from its settings (the same in code and in the emitted YAML)."""
-    options: dict[str, Any] = {
-        "ray_actor_options": {"num_cpus": settings.num_cpus, "num_gpus": gpu_share(settings, group, on_gpus)},
-        "max_ongoing_requests": settings.max_ongoing_requests,
-        "max_queued_requests": settings.max_queued_requests,
-    }
-    if settings.autoscaling is not None:
-        options["autoscaling_config"] = settings.autoscaling.model_dump()
-    else:
-        options["num_replicas"] = settings.num_replicas
-    return options
-
-
-def all_deployment_options(config: PipelineConfig) -> dict[str, dict[str, Any]]:
-    """Deployment name -> Serve options, for every deployment of the application."""
-    serving, on_gpus = config.serving, chain_on_gpus(config)
-    out = {name: deployment_options(getattr(serving, attr), attr, on_gpus)
-           for name, (attr, _) in DEPLOYMENT_GROUPS.items()}
-    out["Registry"] = deployment_options(serving.registry, "registry", on_gpus)
-    out["Registry"]["num_replicas"] = 1  # one shared store
-    out["Registry"].pop("autoscaling_config", None)
-    out[INGRESS] = deployment_options(serving.ingress, "ingress", on_gpus)
-    return out
-
-
-def replica_plan(config: PipelineConfig) -> dict[str, str]:
-    """Deployment name -> its replica count, or `min-max` under autoscaling (the load test's context)."""
-    plan = {}
-    for name, options in all_deployment_options(config).items():
-        auto = options.get("autoscaling_config")
-        plan[name] = f"{auto['min_replicas']}-{auto['max_replicas']}" if auto else str(options["num_replicas"])
-    return plan
-
 
 def build_app(config: PipelineConfig) -> Any:
     """The Serve application of the chain."""

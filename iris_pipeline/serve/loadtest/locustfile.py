@@ -27,7 +27,7 @@ CLIPS = int(os.environ.get("IRIS_LOADTEST_CLIPS", "1"))
 _finished = 0
 
 
-@events.init.connect
+@events.init.add_listener
 def _check(environment, **_kwargs) -> None:
     if not (TOKEN and JOB and RECORDS):
         raise SystemExit("iris loadtest: IRIS_LOADTEST_TOKEN, IRIS_LOADTEST_JOB and IRIS_LOADTEST_RECORDS are needed")

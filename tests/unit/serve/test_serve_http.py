@@ -188,6 +188,10 @@ def test_health_needs_no_token_everything_else_does(served, ids):
         wrong = getattr(requests, method)(url + path, headers={"Authorization": "Bearer " + TOKEN[:-1] + "X"},
                                           timeout=30)
         assert assert_one_line_error(wrong, 401) == "wrong bearer token"
+    info = requests.get(f"{url}/v1/info", headers=AUTH, timeout=30).json()
+    assert info["replicas"] == {"VoicePrompt": "1", "Speech": "1", "LipsyncMel": "1", "Frames": "1", "Registry": "1",
+                                "Ingress": "1"}
+    assert (info["size"], info["device"]) == ("tiny", "cpu")
     spec = requests.get(f"{url}/openapi.json", headers=AUTH, timeout=30).json()
     assert "/v1/renders/stream" in spec["paths"] and "/v1/voices" in spec["paths"]
     metrics = requests.get(f"{url}/metrics", headers=AUTH, timeout=30).text
