@@ -281,6 +281,31 @@ def test_overload_gets_503_with_retry_after(served, ids):
     assert again.status_code == 201, again.text
 
 
+# --- load test -------------------------------------------------------------------------------------
+
+def test_loadtest_writes_what_iris_bench_and_iris_report_read(served, tmp_path):
+    from iris_pipeline.benchmark import schema
+    from iris_pipeline.metrics import read_csv
+    from iris_pipeline.report.results import load_results
+    from iris_pipeline.serve.loadtest.runner import LoadTestPlan, run_loadtest
+
+    _, url = served
+    plan = LoadTestPlan(url=url, token=TOKEN, clip_lengths=(2.0,), concurrencies=(1, 2), clips_per_step=2,
+                        step_seconds=120, out_dir=tmp_path / "lt")
+    result = run_loadtest(plan, echo=lambda line: None)
+    assert [(s["concurrency"], s["failed"]) for s in result["steps"]] == [(1, 0), (2, 0)]
+    assert all(s["renders"] >= 2 + s["concurrency"] and s["clips_per_s"] > 0 for s in result["steps"])
+    for c in (1, 2):
+        rows = read_csv(tmp_path / "lt" / f"c{c}" / schema.BENCH_CSV)
+        assert list(rows[0])[:len(schema.csv_columns([]))] == schema.csv_columns([])
+        e2e = [r for r in rows if r["stage"] == schema.E2E]
+        assert len(e2e) == 1 and e2e[0]["serve_concurrency"] == str(c) and "Frames=1" in e2e[0]["serve_replicas"]
+        assert float(e2e[0]["first_chunk_ms_p50"]) < float(e2e[0]["latency_ms_p50"])
+        loaded = load_results(tmp_path / "lt" / f"c{c}")
+        assert [row.clip_s for row in loaded.e2e] == [2.0]
+    assert len(read_csv(tmp_path / "lt" / schema.BENCH_CSV)) == 2 * len(rows)
+
+
 # --- faults -------------------------------------------------------------------------------------------
 
 def _replica_actor(deployment: str):
