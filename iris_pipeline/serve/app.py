@@ -263,6 +263,11 @@ class Ingress:
         self._admitted = 0
         self._admit_lock = threading.Lock()
 
+    def __del__(self) -> None:  # Serve's hook when the replica is shut down
+        pipeline = getattr(self, "pipeline", None)
+        if pipeline is not None:
+            pipeline.close()
+
     # --- access -----------------------------------------------------------------------------------
 
     def _authorize(self, request: Request) -> None:
