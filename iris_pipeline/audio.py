@@ -1,7 +1,7 @@
 """Waveforms: reading, checking, resampling, and the Wav2Lip mel front end.
 
 The Wav2Lip mel is the one its generator was trained on (Rudrabha/Wav2Lip `audio.py` with
-`hparams.py`): 16 kHz, pre-emphasis 0.97, |STFT| with n_fft 800 / hop 200 / Hann window 800
+`hparams.py`): 16 kHz (other rates resampled by soxr HQ, librosa's default resampler), pre-emphasis 0.97, |STFT| with n_fft 800 / hop 200 / Hann window 800
 (centred, reflect padding, as librosa 0.7 did), 80 Slaney mels over 55-7600 Hz, amplitude to dB,
 minus 20 dB reference level, then a symmetric normalisation to [-4, 4]. 80 frames per second.
 """
@@ -85,6 +85,20 @@ def resample(samples: torch.Tensor, orig_rate: int, new_rate: int) -> torch.Tens
     return torch.from_numpy(np.ascontiguousarray(y)).to(device=device, dtype=dtype)
 
 
+def resample_soxr_hq(samples: torch.Tensor, orig_rate: int, new_rate: int) -> torch.Tensor:
+    """1-D samples resampled as `librosa.resample` does by default (what `librosa.load(sr=...)` uses):
+    soxr at "HQ" quality on float32, the length fixed to ceil(n * new / orig) (zero-padded or cut)."""
+    if orig_rate == new_rate:
+        return samples.float()
+    import soxr
+
+    x = np.ascontiguousarray(samples.detach().cpu().float().numpy())
+    y = soxr.resample(x, int(orig_rate), int(new_rate), quality="HQ")
+    length = -(-x.shape[0] * int(new_rate) // int(orig_rate))
+    y = np.pad(y, (0, max(0, length - y.shape[0])))[:length]
+    return torch.from_numpy(np.ascontiguousarray(y)).to(samples.device)
+
+
 def resample_waveform(wave: Waveform, new_rate: int) -> Waveform:
     return Waveform(resample(wave.samples, wave.sample_rate, new_rate), new_rate)
 
@@ -158,6 +172,18 @@ class Wav2LipMelParams:
 WAV2LIP_MEL = Wav2LipMelParams()
 
 
+def resampled_length(num_samples: int, sample_rate: int, new_rate: int = WAV2LIP_MEL.sample_rate) -> int:
+    """Length of a resampled signal: ceil(N * new / sr) (N when the rates are equal)."""
+    if sample_rate == new_rate:
+        return num_samples
+    return -(-num_samples * new_rate // sample_rate)
+
+
+def wav2lip_mel_frames(num_samples: int, sample_rate: int, params: Wav2LipMelParams = WAV2LIP_MEL) -> int:
+    """Columns of `wav2lip_mel` for N samples at `sample_rate`: 1 + ceil(N * 16000 / sr) // 200."""
+    return 1 + resampled_length(num_samples, sample_rate, params.sample_rate) // params.hop_length
+
+
 @lru_cache(maxsize=8)
 def _wav2lip_basis(params: Wav2LipMelParams) -> torch.Tensor:
     fb = mel_filterbank(params.sample_rate, params.n_fft, params.n_mels, params.fmin, params.fmax)
@@ -180,10 +206,12 @@ def linear_magnitude_to_wav2lip_mel(magnitude: torch.Tensor,
 
 def wav2lip_mel(samples: torch.Tensor, sample_rate: int,
                 params: Wav2LipMelParams = WAV2LIP_MEL) -> torch.Tensor:
-    """The Wav2Lip mel [80, T] (T = 1 + n // 200 at 16 kHz) of mono `samples` at any rate."""
-    x = samples.float()
-    if sample_rate != params.sample_rate:
-        x = resample(x, sample_rate, params.sample_rate)
+    """The Wav2Lip mel [80, T] (T = 1 + n // 200 at 16 kHz) of mono `samples` at any rate.
+
+    Other rates are brought to 16 kHz as the official `audio.load_wav` does (librosa's default
+    resampler, soxr HQ; see `resample_soxr_hq`).
+    """
+    x = resample_soxr_hq(samples, sample_rate, params.sample_rate)
     # pre-emphasis: y[n] = x[n] - 0.97 x[n-1] (scipy.signal.lfilter([1, -k], [1], x))
     x = torch.cat([x[..., :1], x[..., 1:] - params.preemphasis * x[..., :-1]], dim=-1)
     window = torch.hann_window(params.win_length, periodic=True, device=x.device)

@@ -9,7 +9,9 @@ Definitions (integer arithmetic is exact unless said):
   space, every CJK character (Han, kana, Hangul, CJK punctuation) takes `1 / cjk_chars_per_second`
   and every other character (spaces and punctuation included) `1 / chars_per_second`, with the rates
   of the language (`SPEECH_RATES`: English 14 chars/s, Chinese 4.5 Han/s, Japanese 7 chars/s).
-- Chunk plan (`plan_chunks`): the whitespace-normalised script is cut at sentence ends, then phrase
+- Chunk plan (`plan_chunks`): the whitespace-normalised script is cut at sentence ends (English: the
+  sentence starts NLTK's punkt model finds, as VALL-E X's official splitter; so "Dr. Smith" is never
+  cut at this level; other languages: . ! ? … 。！？ and closing quotes), then phrase
   marks (, ; : and CJK 、，；：), then spaces, then (CJK only) between characters, so that no chunk's
   expected duration exceeds `chunk_seconds`; a single word longer than that stays whole and is marked
   `oversized`. The chunks' spans tile the normalised script exactly.
@@ -25,22 +27,22 @@ Definitions (integer arithmetic is exact unless said):
   sin) are summed: equal power, cos^2 + sin^2 = 1, at sample midpoints t = (i + 1/2) / z_k. Every
   sample outside the zones is a copy of exactly one chunk's sample; tail samples beyond `z_k` (only
   when a chunk is shorter than the overlap) are dropped.
-- Video frames (`Timeline`): frame f covers [f / fps, (f + 1) / fps); a clip of N samples at rate sr
-  has `ceil(N * fps / sr)` frames, those that start inside the audio (= `video.frame_count_for`, with
-  fps read by `video.fps_fraction`: 29.97 -> 2997/100). The Wav2Lip mel of the clip has
-  `M = 1 + ceil(N * 16000 / sr) // 200` columns (exactly `audio.wav2lip_mel`'s; the resampler's
-  output length is the ceiling), and frame f's 16-column window starts at global column
-  `min(floor(80 * f / fps), M - 16)`, the floor taken with the official float arithmetic
-  `int(f * (80. / fps))` that Wav2LipStage uses. Frame f belongs to the chunk whose nominal span
+- Video frames (`Timeline`): frame f covers [f / fps, (f + 1) / fps). The Wav2Lip mel of a clip of
+  N samples at rate sr has `M = 1 + ceil(N * 16000 / sr) // 200` columns (exactly
+  `audio.wav2lip_mel`'s; the resampler's output length is the ceiling), and frame f's 16-column
+  window starts at global column `min(floor(80 * f / fps), M - 16)`, the floor taken with the
+  official float arithmetic `int(f * (80. / fps))` that Wav2LipStage uses. The clip has the frames
+  the official loop renders (= `video.frame_count_for`): those whose window fits in the M columns,
+  plus one showing the last 16 columns. Frame f belongs to the chunk whose nominal span
   [s_k, e_k) contains its start time: `f` in `[ceil(s_k * fps / sr), ceil(e_k * fps / sr))`; this
   partitions the frames, none skipped or doubled.
 - Streaming mel (`wav2lip_mel_prefix`): the leading columns of the full clip's Wav2Lip mel that depend
-  only on the first P samples. A 16 kHz sample j of the polyphase resampler (up/down = 16000/sr
-  reduced; scipy's default filter, half length 10 * max(up, down) taps at the upsampled rate) depends
-  on the inputs i with |j * down - i * up| <= half length; column c (centred STFT, window 800, hop 200)
-  depends on 16 kHz samples [200 c - 400, 200 c + 400) (column 0 also on sample 400 through the
-  reflection at the start) and on the reflection at the end when 200 c + 400 > N16. So column c is
-  final once the 16 kHz samples below 200 c + 400 are final; one extra output sample of margin is kept.
+  only on the first P samples (up to float rounding). A 16 kHz sample of the soxr HQ resampler moves
+  by more than 1e-6 only with inputs within `soxr_reach(sr)` 16 kHz samples of it (measured < 180;
+  256 kept, more below 16 kHz), so the prefix fixes its outputs up to that reach before its end;
+  column c (centred STFT, window 800, hop 200) depends on 16 kHz samples [200 c - 400, 200 c + 400)
+  (column 0 also on sample 400 through the reflection at the start) and on the reflection at the end
+  when 200 c + 400 > N16. So column c is final once the 16 kHz samples below 200 c + 400 are final.
   `wav2lip_mel_columns` computes only new columns from the audio they need, so streaming costs O(L).
 """
 
@@ -57,12 +59,16 @@ import torch
 from iris_pipeline.audio import (
     WAV2LIP_MEL,
     linear_magnitude_to_wav2lip_mel,
-    resample,
+    resample_soxr_hq,
+    resampled_length,
     wav2lip_mel,
     wav2lip_mel_basis,
+    wav2lip_mel_frames,
 )
 from iris_pipeline.errors import InputError
-from iris_pipeline.video import fps_fraction
+from iris_pipeline.text.vallex_sentences import english_sentence_starts
+from iris_pipeline.video import MEL_WINDOW, fps_fraction, frame_count_for
+from iris_pipeline.video import mel_window_start as unclamped_window_start
 
 # --- expected speech duration ---------------------------------------------------------------------
 
@@ -209,10 +215,12 @@ class ChunkPlan:
         return allocate_units([c.expected_seconds for c in self.chunks], total_units)
 
 
-def _cut_positions(text: str, start: int, end: int, level: int) -> list[int]:
+def _cut_positions(text: str, start: int, end: int, level: int, language: str) -> list[int]:
     """Positions strictly inside (start, end) where a chunk may end, at one level of the hierarchy."""
     piece = text[start:end]
-    if level == 0:
+    if level == 0 and language == "en":  # the sentences VALL-E X's official splitter finds (punkt)
+        cuts = [start + i for i in english_sentence_starts(piece)]
+    elif level == 0:
         cuts = [start + m.end() for m in _SENTENCE_END.finditer(piece)]
     elif level == 1:
         cuts = [start + m.end() for m in _PHRASE_END.finditer(piece)]
@@ -259,7 +267,7 @@ def plan_chunks(text: str, language: str, chunk_seconds: float = 10.0,
         if level == _LEVELS:
             spans.append((a, b, True))
             return
-        cuts = _cut_positions(script, a, b, level)
+        cuts = _cut_positions(script, a, b, level, language)
         if not cuts:
             place(a, b, level + 1, limit)
             return
@@ -444,7 +452,6 @@ class AudioStitcher:
 
 # --- global frame and mel indexing -----------------------------------------------------------------
 
-MEL_WINDOW = 16  # Wav2Lip's mel_step_size: 16 columns = 0.2 s at 80 columns/s
 _MEL_SR = WAV2LIP_MEL.sample_rate
 _MEL_HOP = WAV2LIP_MEL.hop_length
 _MEL_HALF_WINDOW = WAV2LIP_MEL.n_fft // 2
@@ -460,31 +467,10 @@ def _fps(value: float | int | Fraction) -> Fraction:
     return fps_fraction(value)
 
 
-def resampled_length(num_samples: int, sample_rate: int, new_rate: int = _MEL_SR) -> int:
-    """Length of `audio.resample` output: ceil(N * new / sr) (N when the rates are equal)."""
-    if sample_rate == new_rate:
-        return num_samples
-    return -(-num_samples * new_rate // sample_rate)
-
-
-def wav2lip_mel_frames(num_samples: int, sample_rate: int) -> int:
-    """Columns of `audio.wav2lip_mel` for N samples at `sample_rate`: 1 + ceil(N * 16000 / sr) // 200."""
-    return 1 + resampled_length(num_samples, sample_rate) // _MEL_HOP
-
-
 def video_frame_count(num_samples: int, sample_rate: int, fps: float | Fraction) -> int:
-    """Frames of a clip of N samples: ceil(N * fps / sr), the frames that start inside the audio.
-
-    Frame f covers [f / fps, (f + 1) / fps); fps as `video.fps_fraction` reads it. Equal to
-    `video.frame_count_for`, which the mp4 writer checks.
-    """
-    return math.ceil(num_samples * _fps(fps) / sample_rate)
-
-
-def unclamped_window_start(frame: int, fps: float | Fraction) -> int:
-    """floor(80 f / fps) with the official arithmetic `int(f * (80. / fps))` (float64), as Wav2LipStage
-    computes it; it can differ from the exact rational floor by one (e.g. fps 39, frame 117)."""
-    return math.floor(frame * (80.0 / float(fps)))
+    """Frames of a clip of N samples: as many as the official Wav2Lip loop renders for its mel
+    (`video.frame_count_for`, which the mp4 writer checks); fps as `video.fps_fraction` reads it."""
+    return frame_count_for(num_samples, sample_rate, float(_fps(fps)))
 
 
 def mel_window_start(frame: int, fps: float | Fraction, total_mel_frames: int) -> int:
@@ -601,19 +587,19 @@ class Timeline:
 
 # --- streaming Wav2Lip mel ------------------------------------------------------------------------
 
+def soxr_reach(sample_rate: int) -> int:
+    """16 kHz samples on each side of an output sample of `audio.resample_soxr_hq` whose input still
+    moves it: measured below 180 for 8-96 kHz (changes under 1e-6 beyond), kept with a margin."""
+    return 256 * max(1, -(-_MEL_SR // sample_rate))
+
+
 def final_resampled_samples(prefix_samples: int, sample_rate: int, total_samples: int | None = None) -> int:
     """Leading 16 kHz samples of the whole clip's resampled audio fixed by its first `prefix_samples`."""
     if total_samples is not None and prefix_samples >= total_samples:
         return resampled_length(total_samples, sample_rate)
     if sample_rate == _MEL_SR:
         return prefix_samples
-    ratio = Fraction(_MEL_SR, sample_rate)
-    up, down = ratio.numerator, ratio.denominator
-    half_len = 10 * max(up, down)  # scipy.signal.resample_poly's default filter half length
-    # output j is final iff every input i with i * up <= j * down + half_len is in the prefix
-    reach = prefix_samples * up - half_len  # j * down < reach
-    count = -(-reach // down) if reach > 0 else 0
-    return max(0, min(count - 1, resampled_length(prefix_samples, sample_rate)))  # one sample of margin
+    return max(0, resampled_length(prefix_samples, sample_rate) - soxr_reach(sample_rate))
 
 
 def mel_columns_ready(prefix_samples: int, sample_rate: int, total_samples: int | None = None) -> int:
@@ -673,7 +659,7 @@ def wav2lip_mel_columns(prefix: torch.Tensor, sample_rate: int, start_column: in
     final16 = final_resampled_samples(n, sample_rate, total_samples)
     first16 = _MEL_HOP * start_column - _MEL_HALF_WINDOW - 1  # one more sample for the pre-emphasis
     if first16 < 0:  # the first columns see the reflection at the start: compute from the beginning
-        x16 = prefix.float() if sample_rate == _MEL_SR else resample(prefix.float(), sample_rate, _MEL_SR)
+        x16 = resample_soxr_hq(prefix, sample_rate, _MEL_SR)
         return wav2lip_mel(x16[:final16], _MEL_SR)[:, start_column:end_column]
     x16 = resampled_range(prefix, sample_rate, first16, final16)
     params = WAV2LIP_MEL
@@ -688,18 +674,18 @@ def wav2lip_mel_columns(prefix: torch.Tensor, sample_rate: int, start_column: in
 
 
 def resampled_range(prefix: torch.Tensor, sample_rate: int, first16: int, end16: int) -> torch.Tensor:
-    """16 kHz samples [first16, end16) of the whole clip's `audio.resample` to 16 kHz, from its prefix.
+    """16 kHz samples [first16, end16) of the whole clip's `audio.resample_soxr_hq`, from its prefix.
 
     Resamples only the input those samples need; `end16` must not exceed `final_resampled_samples`
-    of the prefix (later samples still depend on audio that has not arrived).
+    of the prefix (later samples still depend on audio that has not arrived). Equal to the whole
+    clip's samples up to float rounding (soxr filters in blocks).
     """
     if sample_rate == _MEL_SR:
         return prefix[first16:end16].float()
     ratio = Fraction(_MEL_SR, sample_rate)
     up, down = ratio.numerator, ratio.denominator
-    half_len = 10 * max(up, down)
     # start the input at a multiple of `down` (so output phases line up: global j = local j + q * up)
-    # early enough that output first16 sees no zero padding before that start
-    q = max(0, (first16 * down - half_len) // (down * up))
-    local = resample(prefix[q * down:].float(), sample_rate, _MEL_SR)
+    # early enough that output first16 is out of reach of the silence soxr assumes before that start
+    q = max(0, (first16 - soxr_reach(sample_rate)) // up)
+    local = resample_soxr_hq(prefix[q * down:], sample_rate, _MEL_SR)
     return local[first16 - q * up: end16 - q * up]

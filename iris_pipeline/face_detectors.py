@@ -45,7 +45,8 @@ class S3FDDetector:
         from iris_pipeline.cache import content_hash
 
         model = models.load("s3fd", path, size=size).to(device)
-        return cls(model, batch_size, cache_id=f"s3fd:{content_hash(Path(path))[:16]}")
+        # "rgb": boxes of the official RGB input; avatars cached from the former BGR input are not reused
+        return cls(model, batch_size, cache_id=f"s3fd:rgb:{content_hash(Path(path))[:16]}")
 
     def detect(self, frames_rgb: np.ndarray) -> list[Box | None]:
         from iris_pipeline.models.s3fd import best_face_box, detect_faces
@@ -53,8 +54,8 @@ class S3FDDetector:
         device = next(self.model.parameters()).device
         boxes: list[Box | None] = []
         for start in range(0, len(frames_rgb), self.batch_size):
-            # S3FD was trained on BGR images (Caffe); our frames are RGB.
-            batch = torch.from_numpy(np.ascontiguousarray(frames_rgb[start:start + self.batch_size, ..., ::-1]))
+            # RGB, as the official pipeline feeds it (it flips OpenCV's BGR frames first)
+            batch = torch.from_numpy(np.ascontiguousarray(frames_rgb[start:start + self.batch_size]))
             boxes.extend(best_face_box(faces) for faces in detect_faces(self.model, batch.to(device)))
         return boxes
 

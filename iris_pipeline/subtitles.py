@@ -69,6 +69,12 @@ def word_timings(timings: Sequence[SymbolTiming]) -> list[WordTiming]:
     return words
 
 
+def spans_to_word_timings(timings: Sequence[SymbolTiming], spans: Sequence[tuple[str, int, int]]
+                          ) -> list[WordTiming]:
+    """Words given as (text, first symbol, end symbol) spans -> their timings (ARPAbet shown as the word)."""
+    return [WordTiming(text, timings[start].start_s, timings[end - 1].end_s) for text, start, end in spans]
+
+
 def _vtt_time(seconds: float) -> str:
     millis = max(0, int(round(seconds * 1000)))
     h, rest = divmod(millis, 3_600_000)

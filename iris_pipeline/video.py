@@ -1,7 +1,8 @@
 """Frames and speech -> mp4 (H.264 + AAC) with PyAV, and a reader that reports what a file holds.
 
-A clip has exactly `frame_count_for(speech)` frames: frame f covers [f / fps, (f + 1) / fps) and
-every sample of the speech falls in one. The file is written under a temporary name in the
+A clip has exactly `frame_count_for(speech)` frames, as many as the official Wav2Lip loop renders
+for that speech (frame f covers [f / fps, (f + 1) / fps); the last ~0.2 s of speech share the last
+frame, as in the official clips). The file is written under a temporary name in the
 destination's directory and renamed only once complete, so a failed render leaves nothing behind.
 """
 
@@ -18,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from iris_pipeline.audio import Waveform
+from iris_pipeline.audio import WAV2LIP_MEL, Waveform, wav2lip_mel_frames
 from iris_pipeline.errors import InputError
 
 _AUDIO_FRAME = 1024  # AAC frame size in samples
@@ -29,9 +30,32 @@ def fps_fraction(fps: float) -> Fraction:
     return Fraction(fps).limit_denominator(1001)
 
 
+MEL_WINDOW = 16  # Wav2Lip's mel_step_size: 16 mel columns = 0.2 s at 80 columns/s
+
+
+def mel_window_start(frame: int, fps: float | Fraction) -> int:
+    """First mel column of frame f's window before clamping: the official float arithmetic
+    `int(f * (80. / fps))`; it can differ from the exact rational floor by one (fps 39, frame 117)."""
+    return math.floor(frame * (WAV2LIP_MEL.frames_per_second / float(fps)))
+
+
+def frames_for_mel(mel_frames: int, fps: float | Fraction) -> int:
+    """Frames the official Wav2Lip loop renders for M mel columns: one for every frame whose window
+    `mel_window_start(i)` .. +16 fits in the M columns, plus one more, showing the last 16 columns."""
+    last_start = mel_frames - MEL_WINDOW
+    if last_start < 0:
+        return 1
+    fitting = math.floor(last_start * float(fps) / WAV2LIP_MEL.frames_per_second) + 1  # estimate, then exact
+    while fitting > 1 and mel_window_start(fitting - 1, fps) > last_start:
+        fitting -= 1
+    while mel_window_start(fitting, fps) <= last_start:
+        fitting += 1
+    return fitting + 1
+
+
 def frame_count_for(num_samples: int, sample_rate: int, fps: float) -> int:
-    """Video frames needed to cover `num_samples` of audio: ceil(seconds * fps), in exact arithmetic."""
-    return math.ceil(Fraction(int(num_samples), int(sample_rate)) * fps_fraction(fps))
+    """Video frames of the clip of `num_samples` of speech: the official Wav2Lip count for its mel."""
+    return frames_for_mel(wav2lip_mel_frames(int(num_samples), int(sample_rate)), fps)
 
 
 def check_speech_for_video(speech: Waveform, fps: float) -> None:

@@ -1,7 +1,10 @@
 """Safe, strict checkpoint loading shared by every model.
 
 Official files are read with `torch.load(weights_only=True)`: a pickle that would import or call
-anything outside the allow-list is refused with a `CheckpointError`, never executed.
+anything outside the allow-list is refused with a `CheckpointError`, never executed. A file that
+pickles a few bookkeeping objects beside its weights (fairseq's label dictionaries) names those
+classes in its spec; each is mapped to an `InertRecord` subclass that only keeps the pickled
+attributes as data, so no code of the original class, and none of the file, runs.
 """
 
 from __future__ import annotations
@@ -16,6 +19,22 @@ import torch
 from iris_pipeline.errors import CheckpointError
 
 _SHOWN = 5  # how many names of each kind a mismatch error lists
+
+
+class InertRecord:
+    """Stand-in for a class an official checkpoint pickles beside its weights.
+
+    Unpickling creates it without calling any constructor and stores the pickled attributes in
+    `__dict__` (torch's weights-only unpickler does exactly that for allowed classes without
+    `__setstate__`); it has no behaviour, so what the file holds stays inert data.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # Unpickling builds these without calling them; a pickle that calls one is not the official layout.
+        raise pickle.UnpicklingError(f"{type(self).__name__} is data only; the file calls it")
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({', '.join(sorted(vars(self)))})"
 
 
 def safe_torch_load(path: Path | str, model_name: str, safe_globals: Iterable[Any] = ()) -> Any:

@@ -1,8 +1,9 @@
 """FastPitchStage: align the script to the generated speech and render the lip-sync mel.
 
-text -> FastPitch symbols; speech -> FastPitch mel (22.05 kHz, hop 256); the model's aligner gives
-the soft alignment (with the beta-binomial prior it was trained with), monotonic alignment search
-turns it into per-symbol durations summing to the mel's frame count; the decoder renders a mel with
+text -> FastPitch symbols (the checkpoint's own front end: english_cleaners_v2 + CMUdict ARPAbet);
+speech -> FastPitch mel (22.05 kHz, hop 256); the model's aligner gives the soft alignment (with
+the interpolated beta-binomial prior it was trained with), monotonic alignment search on its float32
+log turns it into per-symbol durations summing to the mel's frame count, as training did; the decoder renders a mel with
 those durations forced (pitch and energy predicted, pace 1.0); the MelBridge maps it to Wav2Lip's
 mel format with exactly the frame count `audio.wav2lip_mel` gives for the same speech.
 
@@ -29,6 +30,7 @@ from pydantic import BaseModel, ConfigDict
 
 from iris_pipeline import models
 from iris_pipeline.alignment import beta_binomial_prior, monotonic_alignment_search
+from iris_pipeline.alignment import warm_up as warm_up_alignment
 from iris_pipeline.audio import Waveform, check_waveform, wav2lip_mel
 from iris_pipeline.backends import GraphSpec, PreparedGraph, backend_options, prepare_graph
 from iris_pipeline.backends.stage_graphs import fastpitch_graphs
@@ -39,7 +41,7 @@ from iris_pipeline.models.fastpitch import regulate_length
 from iris_pipeline.models.fastpitch.mel import fastpitch_mel
 from iris_pipeline.stages.backend_support import check_profile, parse_own_options
 from iris_pipeline.stages.base import Stage
-from iris_pipeline.subtitles import symbol_timings, word_timings
+from iris_pipeline.subtitles import spans_to_word_timings, symbol_timings
 from iris_pipeline.text.fastpitch_en import EncodedText, encode, warm_up
 
 LipsyncFeatures = Literal["fastpitch", "speech"]
@@ -96,7 +98,9 @@ class FastPitchStage(Stage):
             self.encoder_spec, self.decoder_spec = fastpitch_graphs(self.model, self.size)
             self.encoder, self.decoder = (prepare_graph(spec, self.config, stage=self.name, device=self.device)
                                           for spec in (self.encoder_spec, self.decoder_spec))
-        warm_up()  # keep the text front end's import cost out of the first chunk
+        # keep the import and load costs of the text front end and the prior out of the first chunk
+        warm_up()
+        warm_up_alignment()
 
     # --- steps -----------------------------------------------------------------------------------
 
@@ -113,8 +117,9 @@ class FastPitchStage(Stage):
         ids = torch.tensor(encoded.ids, dtype=torch.long, device=self.device)[None]
         prior = beta_binomial_prior(n_symbols, n_frames).to(self.device)[None] if self.options.use_prior else None
         weights = next(self.model.parameters()).dtype  # fp32 when the backend autocasts
-        log_attn = self.model.align(ids, mel[None].to(weights), prior)
-        durations = torch.from_numpy(monotonic_alignment_search(log_attn[0])).to(self.device)
+        soft = self.model.align(ids, mel[None].to(weights), prior)
+        # As the official binarize_attention: log of the soft attention in float32 (zeros -> -inf).
+        durations = torch.from_numpy(monotonic_alignment_search(torch.log(soft[0].float()))).to(self.device)
         return Alignment(encoded, mel, durations)
 
     @torch.no_grad()
@@ -148,5 +153,5 @@ class FastPitchStage(Stage):
             "lipsync_mel": lipsync,
             "durations": alignment.durations,
             "timings": timings,
-            "words": word_timings(timings),
+            "words": spans_to_word_timings(timings, [(w.text, w.start, w.end) for w in alignment.text.words]),
         }

@@ -24,7 +24,13 @@ from iris_pipeline.backends import backend_options, compile_callable
 from iris_pipeline.cache import DiskCache, content_hash, default_cache_dir, tensor_hash
 from iris_pipeline.config import StageConfig
 from iris_pipeline.errors import ConfigError, InputError
-from iris_pipeline.models.rvc.inference import CHUNKS_FULL, CHUNKS_HALF, ChunkConstants, VoiceConverter
+from iris_pipeline.models.rvc.inference import (
+    CHUNKS_FULL,
+    CHUNKS_HALF,
+    RMS_MIX_RATE,
+    ChunkConstants,
+    VoiceConverter,
+)
 from iris_pipeline.models.rvc.retrieval import FeatureIndex
 from iris_pipeline.stages.backend_support import parse_own_options, require_backend
 from iris_pipeline.stages.base import Stage
@@ -48,6 +54,9 @@ class RVCOptions(BaseModel):
     speaker_id: int = Field(default=0, ge=0)
     f0_threshold: float = Field(default=0.03, gt=0.0, lt=1.0, description="RMVPE voicing threshold")
     interpolate_unvoiced_f0: bool = Field(default=False, description="2026 RVC behaviour; makes protect inert")
+    rms_mix_rate: float = Field(default=RMS_MIX_RATE, ge=0.0, le=1.0,
+                                description="share of the output's own loudness envelope (1 = off; "
+                                            "the rest follows the reference's)")
     hubert_checkpoint: Path | None = None
     rmvpe_checkpoint: Path | None = None
     cache: bool = True
@@ -146,7 +155,8 @@ class RVCStage(Stage):
         self.converter = VoiceConverter(hubert, rmvpe, synthesizer, self.chunk_constants(), index=index,
                                         index_rate=o.index_rate, protect=o.protect, speaker=o.speaker_id,
                                         f0_threshold=o.f0_threshold,
-                                        interpolate_unvoiced=o.interpolate_unvoiced_f0)
+                                        interpolate_unvoiced=o.interpolate_unvoiced_f0,
+                                        rms_mix_rate=o.rms_mix_rate)
         self.voice_hash = self._voice_hash()
         if o.cache:
             self.cache = DiskCache(o.cache_dir or default_cache_dir("rvc"), max_entries=o.cache_max_entries)
@@ -172,7 +182,7 @@ class RVCStage(Stage):
             weights(o.rmvpe_checkpoint, "rmvpe"),
             Path(o.index_path) if o.index_path is not None and o.index_rate > 0 else "no index",
             o.index_rate, o.protect, o.speaker_id, o.f0_threshold, o.interpolate_unvoiced_f0,
-            repr(self.chunk_constants()),
+            repr(self.chunk_constants()), o.rms_mix_rate,
         )
 
     def cache_key(self, reference: Waveform) -> str:

@@ -3,8 +3,9 @@
 Inference follows the official `inference.py`: output frame f (global index, `fps` frames per
 second) reads the mel window starting at `min(int(f * (80 / fps)), total_mel_frames - 16)`; the
 avatar's 96x96 crop has its lower half zeroed and is stacked with the unmasked crop as the
-reference (6 channels, /255, BGR as the model was trained on OpenCV frames); the generated crop is
-resized back to the face box (bilinear) and pasted into the avatar frame.
+reference (6 channels, /255, BGR as the model was trained on OpenCV frames); the generated crop
+x 255 is truncated to uint8, resized back to the face box by OpenCV (bilinear) and pasted into the
+avatar frame, in that order, as the official loop does.
 
 The generator runs through `backends.prepare_graph` (`backend`: eager, compile or tensorrt at the
 stage's precision; settings under `options.backend`). A TensorRT INT8 engine is calibrated on the
@@ -19,7 +20,6 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import torch
-import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from iris_pipeline import models
@@ -265,11 +265,14 @@ class Wav2LipStage(Stage):
 
     @staticmethod
     def _paste(frames: torch.Tensor, crops_bgr: torch.Tensor, boxes: torch.Tensor) -> None:
-        """Resize each generated crop to its face box and write it into `frames` (uint8, CPU) in place."""
-        unique, groups = torch.unique(boxes, dim=0, return_inverse=True)
-        for g, (y1, y2, x1, x2) in enumerate(unique.tolist()):
-            members = torch.nonzero(groups == g, as_tuple=True)[0]
-            patch = F.interpolate(crops_bgr[members.to(crops_bgr.device)].float(), size=(y2 - y1, x2 - x1),
-                                  mode="bilinear", align_corners=False)
-            patch = (patch * 255.0).clamp_(0, 255).to(torch.uint8).flip(1).permute(0, 2, 3, 1).cpu()
-            frames[members, y1:y2, x1:x2] = patch
+        """Write each generated crop into its face box of `frames` (uint8, CPU) in place.
+
+        In the official order: the crop x 255 is truncated to uint8 first, then OpenCV resizes the
+        uint8 image to the box (bilinear, OpenCV's fixed-point rounding).
+        """
+        import cv2
+
+        patches = (crops_bgr.float() * 255.0).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()  # BGR
+        for i, (y1, y2, x1, x2) in enumerate(boxes.tolist()):
+            resized = cv2.resize(patches[i], (x2 - x1, y2 - y1))
+            frames[i, y1:y2, x1:x2] = torch.from_numpy(resized[..., ::-1].copy())  # to RGB

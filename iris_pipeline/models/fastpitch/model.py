@@ -2,7 +2,7 @@
 
 Parameter names and shapes follow `fastpitch/model.py` so the released checkpoint loads strictly.
 Inference here is the official `infer` (pitch and energy predicted from the text) plus the two
-things our chain needs: `align` (aligner soft attention -> log probabilities for MAS) and forced
+things our chain needs: `align` (the aligner's soft attention, which MAS turns into durations) and forced
 durations (`dur_tgt`), with which the decoder renders exactly sum(durations) frames.
 """
 
@@ -16,7 +16,7 @@ from torch import nn
 
 from iris_pipeline.models.fastpitch.attention import ConvAttention
 from iris_pipeline.models.fastpitch.config import FastPitchConfig
-from iris_pipeline.models.fastpitch.transformer import FFTransformer, mask_from_lengths
+from iris_pipeline.models.fastpitch.transformer import FFTransformer
 
 
 class ConvReLUNorm(nn.Module):
@@ -116,7 +116,7 @@ class FastPitch(nn.Module):
 
     def align(self, symbols: torch.Tensor, mel: torch.Tensor, prior: torch.Tensor | None = None
               ) -> torch.Tensor:
-        """Log soft alignment [B, T, N] of mel frames [B, 80, T] to symbol ids [B, N] (fp32).
+        """Soft alignment [B, T, N] of mel frames [B, 80, T] to symbol ids [B, N] (fp32 probabilities).
 
         The aligner sees the plain symbol embeddings (no positions, no encoder), as in training.
         """
@@ -147,7 +147,8 @@ class FastPitch(nn.Module):
             enc_out = enc_out + self.energy_emb(energy_in).transpose(1, 2)
         regulated, lengths = regulate_length(dur_pred if durations is None else durations, enc_out, pace)
         dec_out, _ = self.decoder(regulated, lengths)
-        mel = self.proj(dec_out) * mask_from_lengths(lengths, dec_out.size(1))[..., None]
+        # As the official: the decoder output is masked, the projection is not, so padded frames hold its bias.
+        mel = self.proj(dec_out)
         return FastPitchOutput(mel.transpose(1, 2), lengths, dur_pred, pitch_pred, energy_pred)
 
     def forward(self, symbols: torch.Tensor, durations: torch.Tensor | None = None,

@@ -36,15 +36,12 @@ def extract_state_dict(obj: Any) -> Mapping[str, torch.Tensor]:
 def salience(model: E2E, audio16k: torch.Tensor) -> torch.Tensor:
     """audio [B, N] at 16 kHz -> salience [B, N // 160 + 1, 360] (model dtype).
 
-    Mel frames are padded on the right to a multiple of 32 by reflection (RVC's 2023 code; the
-    2026 code pads zeros; only the last < 32 frames' context differs).
+    Mel frames are padded on the right with zeros to a multiple of 32, as the official `mel2hidden`
+    does. The padding is not cosmetic: the bidirectional GRU carries it back through the whole clip.
     """
     mel = log_mel(audio16k)
     n_frames = mel.shape[-1]
-    n_pad = -n_frames % _FRAME_MULTIPLE
-    if n_pad:
-        mode = "reflect" if n_pad < n_frames else "constant"
-        mel = F.pad(mel, (0, n_pad), mode=mode)
+    mel = F.pad(mel, (0, -n_frames % _FRAME_MULTIPLE))
     dtype = next(model.parameters()).dtype
     return model(mel.to(dtype))[:, :n_frames]
 

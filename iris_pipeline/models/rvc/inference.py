@@ -3,8 +3,9 @@
 high-pass (Butterworth 5, 48 Hz, zero phase) -> split points for long audio -> reflect padding ->
 RMVPE f0 over the whole padded audio, transposed, coarse ids -> per chunk: HuBERT features,
 optional index retrieval, 2x frame repetition, protect rule for unvoiced frames, synthesizer ->
-padding trimmed -> chunks joined. Unvoiced frames keep f0 = 0 (classic behaviour); the 2026 code
-interpolates them (`interpolate_unvoiced=True`), which makes `protect` inert.
+padding trimmed -> chunks joined -> loudness envelope mixed with the input's (`rms_mix_rate`) ->
+peak-limited. Unvoiced frames keep f0 = 0 (classic behaviour); the 2026 code interpolates them
+(`interpolate_unvoiced=True`), which makes `protect` inert.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ WINDOW = 160  # samples per f0 frame (10 ms)
 HIGH_PASS_HZ = 48.0
 INPUT_PEAK = 0.95  # inputs louder than this are scaled down to it
 OUTPUT_PEAK = 0.99
+RMS_MIX_RATE = 0.25  # the WebUI's default: the output keeps 25 % of its own loudness envelope
+RMS_FLOOR = 1e-6  # the output's RMS is floored here before dividing by it
 
 
 @dataclass(frozen=True)
@@ -88,13 +91,37 @@ def split_points(audio: np.ndarray, chunks: ChunkConstants) -> list[int]:
     if padded.shape[0] <= SAMPLE_RATE * chunks.x_max:
         return []
     moving_sum = np.zeros_like(audio)
-    for i in range(WINDOW):  # signed moving sum, summed in the official order
-        moving_sum += padded[i: i - WINDOW]
-    points = []
-    for t in range(t_center, audio.shape[0], t_center):
-        window = np.abs(moving_sum[t - t_query: t + t_query])
-        points.append(t - t_query + int(np.argmin(window)))
-    return points
+    for i in range(WINDOW):  # moving sum of |x|, summed in the official order
+        moving_sum += np.abs(padded[i: i - WINDOW])
+    return [t - t_query + int(np.argmin(moving_sum[t - t_query: t + t_query]))
+            for t in range(t_center, audio.shape[0], t_center)]
+
+
+def half_second_rms(samples: torch.Tensor, sample_rate: int) -> torch.Tensor:
+    """RMS of frames of ~1 s every 0.5 s (frame sr//2*2, hop sr//2, centred with zero padding),
+    in float32, as `librosa.feature.rms` computes it for RVC's loudness matching."""
+    hop = sample_rate // 2
+    frame = 2 * hop
+    padded = torch.nn.functional.pad(samples.float(), (frame // 2, frame // 2))
+    return padded.unfold(0, frame, hop).pow(2).mean(dim=-1).sqrt()
+
+
+def mix_loudness(source: torch.Tensor, source_rate: int, converted: torch.Tensor, converted_rate: int,
+                 rate: float) -> torch.Tensor:
+    """Give `converted` the loudness envelope rms_src^(1-rate) * rms_out^rate (official `change_rms`).
+
+    Both half-second RMS tracks are stretched linearly (align_corners=False) to the output's length;
+    rate 1 leaves the output as it is, rate 0 imposes the input's envelope.
+    """
+    n = converted.shape[0]
+
+    def stretched(rms: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.interpolate(rms[None, None], size=n, mode="linear")[0, 0]
+
+    source_rms = stretched(half_second_rms(source.to(converted.device), source_rate))
+    converted_rms = stretched(half_second_rms(converted, converted_rate)).clamp(min=RMS_FLOOR)
+    gain = source_rms.pow(1 - rate) * converted_rms.pow(rate - 1)
+    return (converted.float() * gain).to(converted.dtype)
 
 
 class VoiceConverter:
@@ -103,7 +130,8 @@ class VoiceConverter:
     def __init__(self, hubert: torch.nn.Module, rmvpe: torch.nn.Module, synthesizer: SynthesizerTrnMs768NSFsid,
                  chunks: ChunkConstants, index: FeatureIndex | None = None, index_rate: float = 0.75,
                  protect: float = 0.33, speaker: int = 0, f0_threshold: float = DEFAULT_THRESHOLD,
-                 noise_scale: float = PRIOR_NOISE_SCALE, interpolate_unvoiced: bool = False):
+                 noise_scale: float = PRIOR_NOISE_SCALE, interpolate_unvoiced: bool = False,
+                 rms_mix_rate: float = RMS_MIX_RATE):
         self.hubert, self.rmvpe, self.synthesizer = hubert, rmvpe, synthesizer
         self.chunks = chunks
         self.index = index if index_rate > 0 else None
@@ -113,6 +141,7 @@ class VoiceConverter:
         self.f0_threshold = f0_threshold
         self.noise_scale = noise_scale
         self.interpolate_unvoiced = interpolate_unvoiced
+        self.rms_mix_rate = rms_mix_rate
         self.device = next(synthesizer.parameters()).device
 
     @property
@@ -149,6 +178,9 @@ class VoiceConverter:
         pieces.append(self._convert_segment(padded_t[first:], pitch[:, first // WINDOW:], f0[:, first // WINDOW:],
                                             t_pad_out, generator))
         out = torch.cat(pieces)
+        if self.rms_mix_rate != 1:
+            source = torch.from_numpy(np.ascontiguousarray(audio))
+            out = mix_loudness(source, SAMPLE_RATE, out, self.sample_rate, self.rms_mix_rate)
         peak = float(out.abs().max()) if out.numel() else 0.0
         if peak > OUTPUT_PEAK:
             out = out * (OUTPUT_PEAK / peak)

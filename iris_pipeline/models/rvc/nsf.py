@@ -29,6 +29,9 @@ class SineGenerator(nn.Module):
     def forward(self, f0: torch.Tensor, upp: int, generator: torch.Generator | None = None) -> torch.Tensor:
         with torch.no_grad():
             f0 = f0.float()
+            # The official draws a random initial phase per harmonic and zeroes the fundamental's; with
+            # no overtones that draw is unused, but it is made so a seeded run gets the official noise.
+            torch.rand(f0.shape[0], 1, generator=generator, device=f0.device)
             rad = (f0 / self.sampling_rate) % 1  # [B, T] cycles per sample
             wraps = torch.cumsum(rad, dim=1) * upp
             wraps = F.interpolate(wraps[:, None], scale_factor=float(upp), mode="linear",

@@ -13,7 +13,7 @@ import torch
 
 from iris_pipeline.errors import CheckpointError
 from iris_pipeline.models.s3fd.detection import (
-    BGR_MEAN,
+    INPUT_MEAN,
     best_face_box,
     decode_candidates,
     detect_faces,
@@ -35,5 +35,5 @@ def extract_state_dict(obj: Any) -> Mapping[str, torch.Tensor]:
 
 SPEC = ModelSpec(name="s3fd", factory=build_network, extract_state_dict=extract_state_dict)
 
-__all__ = ["BGR_MEAN", "FULL", "HEAD_STRIDES", "S3FD", "SPEC", "TINY", "S3FDWidths", "best_face_box",
+__all__ = ["FULL", "HEAD_STRIDES", "INPUT_MEAN", "S3FD", "SPEC", "TINY", "S3FDWidths", "best_face_box",
            "decode_candidates", "detect_faces", "faces_from_outputs", "nms", "preprocess"]

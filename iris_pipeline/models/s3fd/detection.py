@@ -14,18 +14,20 @@ import torch.nn.functional as F
 
 from iris_pipeline.models.s3fd.network import HEAD_STRIDES
 
-# Per-channel mean of the Caffe training images, in BGR order; the input is BGR minus this mean.
-BGR_MEAN = (104.0, 117.0, 123.0)
+# Subtracted per channel from the RGB frame. These are the Caffe (BGR) means, but the official
+# pipeline (face-alignment's detector, and Wav2Lip's bundled copy of it) flips OpenCV's BGR frames to
+# RGB before subtracting them, so the released weights were run on RGB minus (104, 117, 123).
+INPUT_MEAN = (104.0, 117.0, 123.0)
 CANDIDATE_SCORE = 0.05
 NMS_IOU = 0.3
 FACE_SCORE = 0.5
 VARIANCES = (0.1, 0.2)
 
 
-def preprocess(images_bgr: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """uint8/float [B, H, W, 3] BGR -> [B, 3, H, W] minus the mean, in `dtype`."""
-    mean = torch.tensor(BGR_MEAN, device=images_bgr.device, dtype=torch.float32)
-    x = images_bgr.float() - mean
+def preprocess(images_rgb: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """uint8/float [B, H, W, 3] RGB -> [B, 3, H, W] minus `INPUT_MEAN`, in `dtype`."""
+    mean = torch.tensor(INPUT_MEAN, device=images_rgb.device, dtype=torch.float32)
+    x = images_rgb.float() - mean
     return x.permute(0, 3, 1, 2).contiguous().to(dtype)
 
 
@@ -83,10 +85,10 @@ def faces_from_outputs(outputs: list[torch.Tensor]) -> list[np.ndarray]:
 
 
 @torch.no_grad()
-def detect_faces(net: torch.nn.Module, images_bgr: torch.Tensor) -> list[np.ndarray]:
-    """Run `net` on uint8 [B, H, W, 3] BGR images; per image the faces [K, 5], best first."""
+def detect_faces(net: torch.nn.Module, images_rgb: torch.Tensor) -> list[np.ndarray]:
+    """Run `net` on uint8 [B, H, W, 3] RGB images; per image the faces [K, 5], best first."""
     param = next(net.parameters())
-    x = preprocess(images_bgr.to(param.device), dtype=param.dtype)
+    x = preprocess(images_rgb.to(param.device), dtype=param.dtype)
     return faces_from_outputs(net(x))
 
 

@@ -57,7 +57,7 @@ def _conv3(cin: int, cout: int) -> nn.Conv2d:
 
 
 class S3FD(nn.Module):
-    """`forward(image [B, 3, H, W] = BGR minus the mean) -> [cls1, reg1, ..., cls6, reg6]` (logits)."""
+    """`forward(image [B, 3, H, W] = RGB minus `INPUT_MEAN`) -> [cls1, reg1, ..., cls6, reg6]` (logits)."""
 
     def __init__(self, widths: S3FDWidths = FULL):
         super().__init__()

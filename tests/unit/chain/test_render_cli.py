@@ -26,11 +26,14 @@ from iris_pipeline import models
 from iris_pipeline.checkpoints import SLOTS
 from iris_pipeline.models.rvc import export_file_dict
 from iris_pipeline.models.vocos import ENCODEC_PREFIX
-from iris_pipeline.video import read_mp4_info
+from iris_pipeline.video import frame_count_for, read_mp4_info
+from tests.support.malicious import RunsCode
 
 REPO = Path(__file__).resolve().parents[3]
 DATA = REPO / "tests" / "data"
 FACE = DATA / "astronaut_face.jpg"
+# HuBERT in the published fairseq layout (pickled fairseq Dictionary), as users have hubert_base.pt
+PUBLISHED_HUBERT = DATA / "parity" / "hubert_base_fairseq_layout_tiny.pt"
 REFERENCE = DATA / "speech_en_16k.wav"
 FPS = 25
 TIMEOUT_S = 300
@@ -218,7 +221,7 @@ def official_tiny_checkpoints(directory: Path) -> dict[str, Path]:
 
     files = {
         "rvc_v2_40k": export_file_dict(tiny("rvc_v2_40k")),  # RVC's exported voice model (fp16, config)
-        "hubert_base": {"model": tiny("hubert_base").state_dict()},  # fairseq-style, converted
+        "hubert_base": None,  # the published fairseq file itself, copied below
         "rmvpe": tiny("rmvpe").state_dict(),
         "vallex": {"model": tiny("vallex").state_dict()},
         "encodec_24khz": tiny("encodec_24khz").state_dict(),
@@ -233,7 +236,10 @@ def official_tiny_checkpoints(directory: Path) -> dict[str, Path]:
         name = slot.registry_names[0]
         path = directory / slot.file_names[0]
         path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(files[name], path)
+        if files[name] is None:
+            path.write_bytes(PUBLISHED_HUBERT.read_bytes())
+        else:
+            torch.save(files[name], path)
         paths[name] = path
     return paths
 
@@ -313,6 +319,23 @@ def test_wrong_checkpoint(tmp_path, victim, impostor):
     assert line.startswith("error: ") and victim in line
 
 
+def test_published_hubert_file_is_taken_and_a_code_running_one_refused(tmp_path):
+    """With the published hubert_base.pt every RVC file loads, so the first refusal is the broken
+    VALL-E X file; a code-running hubert_base.pt in its place is refused without running."""
+    directory = tmp_path / "checkpoints"
+    paths = official_tiny_checkpoints(directory)
+    paths["vallex"].write_bytes(paths["wav2lip"].read_bytes())
+    proc = run_render(tmp_path, checkpoints=directory)
+    assert_refused(proc, tmp_path / "out", str(paths["vallex"]))
+
+    marker = tmp_path / "pwned"
+    with open(paths["hubert_base"], "wb") as fh:
+        torch.save({"model": {}, "task_state": {"dictionaries": [RunsCode(marker)]}}, fh)
+    proc = run_render(tmp_path, checkpoints=directory)
+    assert "not a plain weights file" in assert_refused(proc, tmp_path / "out", str(paths["hubert_base"]))
+    assert not marker.exists()
+
+
 # --- a whole render, and Ctrl-C in the middle of one ----------------------------------------------------
 
 @pytest.mark.slow
@@ -323,7 +346,7 @@ def test_tiny_render_writes_mp4_and_vtt(tmp_path):
     assert leftovers(tmp_path / "out") == ["clip.mp4", "clip.vtt"]
     assert proc.stderr.count("weights are random") == 1, proc.stderr
     info = read_mp4_info(out)
-    assert info.frame_count == 3 * FPS
+    assert info.frame_count == frame_count_for(3 * 24000, 24000, FPS)  # the official Wav2Lip count
     assert info.fps == FPS
     assert info.audio_sample_rate == 24000
     assert info.audio_seconds is not None and abs(info.audio_seconds - 3.0) <= 1 / FPS

@@ -75,6 +75,13 @@ def test_planner_cuts_sentences_first_and_keeps_short_scripts_whole() -> None:
     assert [c.text for c in plan.chunks] == ["Tiny. Also tiny.", "And a third tiny one."]
 
 
+def test_english_sentences_are_the_ones_punkt_finds() -> None:
+    # "Dr." does not end a sentence (punkt, as VALL-E X's official splitter): a sentence too long for
+    # a chunk is cut at its comma, not after the title (a rule splitter gave "Ask Dr.", "Watson, ...")
+    plan = plan_chunks("Ask Dr. Watson, the doctor on call. He knows.", "en", chunk_seconds=2.0)
+    assert [c.text for c in plan.chunks] == ["Ask Dr. Watson,", "the doctor on call.", "He knows."]
+
+
 def test_a_word_longer_than_the_chunk_is_kept_whole_and_flagged() -> None:
     plan = plan_chunks("tiny Pneumonoultramicroscopicsilicovolcanoconiosis word", "en", chunk_seconds=1.0)
     assert [(c.text, c.oversized) for c in plan.chunks] == [

@@ -132,3 +132,15 @@ def test_forced_durations_give_exactly_their_sum_of_frames(tiny_model, durations
     assert int(out.mel_lengths[0]) == sum(durations)
     assert out.mel.shape == (1, 80, max(sum(durations), 1))
     assert torch.isfinite(out.mel).all()
+
+
+def test_batched_padding_holds_the_projection_bias_as_the_official(tiny_model):
+    # The official infer masks the decoder output but not the mel projection after it.
+    symbols = torch.tensor([[20, 30, 40, 50], [20, 30, 0, 0]])
+    durations = torch.tensor([[2, 3, 1, 2], [2, 1, 0, 0]])
+    with torch.inference_mode():
+        out = tiny_model.infer(symbols, durations=durations)
+    assert out.mel_lengths.tolist() == [8, 3]
+    padded = out.mel[1, :, 3:]
+    torch.testing.assert_close(padded, tiny_model.proj.bias[:, None].expand_as(padded), rtol=0, atol=0)
+    assert tiny_model.proj.bias.abs().sum() > 0  # else the test could not tell bias from zeros

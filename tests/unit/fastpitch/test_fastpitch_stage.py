@@ -13,6 +13,7 @@ from iris_pipeline.config import StageConfig
 from iris_pipeline.errors import ConfigError, InputError
 from iris_pipeline.stages.fastpitch import FastPitchStage
 from iris_pipeline.subtitles import SymbolTiming, WordTiming
+from iris_pipeline.text.fastpitch_en import encode
 
 SPEECH = Path(__file__).resolve().parents[2] / "data" / "speech_en_16k.wav"
 TEXT = "The quick brown fox jumps over the lazy dog."
@@ -37,12 +38,13 @@ def test_run_follows_the_stage_contract(stage, speech):
     assert out["lipsync_mel"].shape == (80, m) == wav2lip_mel(speech.samples, speech.sample_rate).shape
     assert out["lipsync_mel"].abs().max() <= 4.0
     durations = out["durations"]
-    assert durations.dtype == torch.long and durations.shape == (len(TEXT),)
+    assert durations.dtype == torch.long and durations.shape == (len(encode(TEXT).ids),)
     n_frames = 1 + math.ceil(speech.samples.numel() * 22050 / 24000) // 256
     assert int(durations.sum()) == n_frames and int(durations.min()) >= 1
     timings = out["timings"]
     assert all(isinstance(t, SymbolTiming) for t in timings) and timings[0].start_s == 0.0
     assert timings[-1].end_s == pytest.approx(speech.seconds, abs=256 / 22050)
+    # words shown as written even where they were encoded as ARPAbet
     assert [w.word for w in out["words"]] == "the quick brown fox jumps over the lazy dog".split()
     assert all(isinstance(w, WordTiming) and w.start_s < w.end_s for w in out["words"])
 
@@ -76,7 +78,7 @@ def test_text_without_speakable_symbols_is_refused(stage, speech):
 
 def test_speech_too_short_for_the_text_is_refused(stage):
     short = Waveform(torch.sin(torch.arange(2400) * 0.05) * 0.5, 24000)  # 0.1 s -> 9 mel frames
-    with pytest.raises(InputError, match="9 mel frames, fewer than the 44 symbols of the text; cannot align"):
+    with pytest.raises(InputError, match=f"9 mel frames, fewer than the {len(encode(TEXT).ids)} symbols of the text; cannot align"):
         stage.run(text=TEXT, speech=short)
 
 

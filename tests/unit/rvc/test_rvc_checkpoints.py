@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import pickle
+import sys
+import types
+from pathlib import Path
 
 import pytest
 import torch
 
 from iris_pipeline import models
 from iris_pipeline.errors import CheckpointError
-from iris_pipeline.models.hubert import CONVERT_COMMAND
+from iris_pipeline.models.checkpoint import safe_torch_load
+from iris_pipeline.models.hubert import FAIRSEQ_GLOBALS, FairseqDictionary
 from iris_pipeline.models.rvc import export_file_dict
 from tests.support.malicious import RunsCode
 from tests.support.manifests import (
@@ -112,19 +116,80 @@ def test_code_running_pickle_is_refused(name, tmp_path):
     assert not marker.exists()
 
 
-class Dictionary:
-    """Stands in for the fairseq `Dictionary` objects pickled in hubert_base.pt's task_state."""
+# The published fairseq layout, written by tools/parity/hubert_fairseq_layout.py with fairseq's own
+# Dictionary class (tiny fp16 weights of models.build("hubert_base", "tiny", seed=16)).
+PUBLISHED_LAYOUT = Path(__file__).resolve().parents[2] / "data" / "parity" / "hubert_base_fairseq_layout_tiny.pt"
 
-    symbols = ("<s>", "<pad>", "</s>", "<unk>")
+
+def pickled_as(monkeypatch, qualified_name: str, attributes: dict | None = None) -> object:
+    """An object that pickles under `qualified_name`: the real class where it is importable (argparse),
+    else a class in modules registered for this test only (fairseq and omegaconf are not installed)."""
+    module_name, _, name = qualified_name.rpartition(".")
+    cls = getattr(sys.modules.get(module_name), name, None)
+    if cls is None:
+        parts = module_name.split(".")
+        for depth in range(1, len(parts) + 1):
+            package = ".".join(parts[:depth])
+            if package not in sys.modules:
+                monkeypatch.setitem(sys.modules, package, types.ModuleType(package))
+        cls = type(name, (), {"__module__": module_name, "__qualname__": name})
+        monkeypatch.setattr(sys.modules[module_name], name, cls, raising=False)
+    obj = cls()
+    obj.__dict__.update(attributes or {})
+    return obj
 
 
-def test_hubert_fairseq_pickle_refusal_explains_conversion(tmp_path):
+def published_layout_with(task_state: dict) -> dict:
+    """The fixture's top-level dict with its `task_state` replaced."""
+    obj = safe_torch_load(PUBLISHED_LAYOUT, "hubert_base", FAIRSEQ_GLOBALS)
+    return {**obj, "task_state": task_state}
+
+
+def test_published_fairseq_file_loads_as_published():
+    assert torch.serialization.get_unsafe_globals_in_checkpoint(PUBLISHED_LAYOUT) == [
+        "fairseq.data.dictionary.Dictionary"]  # the fixture pickles what the real file pickles
+    loaded = models.load("hubert_base", PUBLISHED_LAYOUT, size="tiny")
+    obj = safe_torch_load(PUBLISHED_LAYOUT, "hubert_base", FAIRSEQ_GLOBALS)
+    assert obj["args"] is None and obj["cfg"]["task"]["_name"] == "hubert_pretraining"
+    dictionary = obj["task_state"]["dictionaries"][0]
+    assert type(dictionary) is FairseqDictionary and dictionary.symbols[:5] == ["<s>", "<pad>", "</s>", "<unk>", "0"]
+    file_state = obj["model"]
+    assert all(v.dtype == torch.float16 for v in file_state.values())
+    for name, value in loaded.state_dict().items():
+        assert torch.equal(value, file_state[name].float()), name
+
+
+@pytest.mark.parametrize("qualified_name", [
+    "omegaconf.dictconfig.DictConfig", "argparse.Namespace", "fairseq.models.hubert.hubert.HubertModel",
+    "fairseq.data.dictionary.TruncatedDictionary",
+])
+def test_fairseq_layout_with_another_class_is_refused(monkeypatch, qualified_name, tmp_path):
     path = tmp_path / "hubert_base.pt"
-    torch.save({"model": {}, "task_state": {"dictionaries": [Dictionary()]}}, path)
-    with pytest.raises(CheckpointError) as err:
+    torch.save(published_layout_with({"dictionaries": [pickled_as(monkeypatch, qualified_name)]}), path)
+    with pytest.raises(CheckpointError, match="not a plain weights file"):
         models.load("hubert_base", path, size="tiny")
-    message = str(err.value)
-    assert "pickles fairseq objects" in message and CONVERT_COMMAND in message and "\n" not in message
+
+
+def test_allowed_dictionary_cannot_carry_a_code_running_payload(monkeypatch, tmp_path):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "hubert_base.pt"
+    dictionary = pickled_as(monkeypatch, "fairseq.data.dictionary.Dictionary", {"symbols": RunsCode(marker)})
+    torch.save(published_layout_with({"dictionaries": [dictionary]}), path)
+    with pytest.raises(CheckpointError):
+        models.load("hubert_base", path, size="tiny")
+    assert not marker.exists()
+
+
+def test_allowed_dictionary_called_with_arguments_is_refused(monkeypatch, tmp_path):
+    class Calls:
+        def __reduce__(self):
+            return (sys.modules["fairseq.data.dictionary"].Dictionary, ("<s>", "<pad>"))
+
+    pickled_as(monkeypatch, "fairseq.data.dictionary.Dictionary")
+    path = tmp_path / "hubert_base.pt"
+    torch.save(published_layout_with({"dictionaries": [Calls()]}), path)
+    with pytest.raises(CheckpointError):
+        models.load("hubert_base", path, size="tiny")
 
 
 @pytest.mark.parametrize(("layout", "size"), [("fairseq_dict", "full"), ("plain", "tiny")])

@@ -193,3 +193,46 @@ def test_protect_rule_matches_official():
     pitchff[pitchf < 1] = 0.33
     expected = feats * pitchff.unsqueeze(-1) + raw * (1 - pitchff.unsqueeze(-1))
     torch.testing.assert_close(protect_unvoiced(feats, raw, pitchf, 0.33), expected)
+
+
+# --- long-audio split points and loudness mixing ------------------------------------------------------
+
+def test_split_points_search_the_quietest_absolute_moving_sum():
+    from iris_pipeline.models.rvc.inference import ChunkConstants, split_points
+
+    chunks = ChunkConstants(x_pad=1, x_query=1, x_center=3, x_max=4)
+    rng = np.random.default_rng(0)
+    audio = 0.3 * rng.standard_normal(16000 * 5)
+    # near 3 s: a quiet stretch at 2.5 s, and at 3.4 s a loud alternating stretch whose signed sum is ~0
+    audio[40000:40400] *= 0.01
+    audio[54400:54800] = 0.5 * (-1.0) ** np.arange(400)
+    (point,) = split_points(audio, chunks)
+    assert 40000 + 80 <= point <= 40400 - 80  # centred in the quiet stretch; the signed sum picks the other
+    # the official definition, point by point: sum of |x| over the 160 samples centred on each sample
+    padded = np.pad(audio, (80, 80), mode="reflect")
+    sums = np.array([np.abs(padded[i: i + 160]).sum() for i in range(32000, 64000)])
+    assert point == 32000 + int(np.argmin(sums))
+
+
+def test_half_second_rms_equals_librosa():
+    librosa = pytest.importorskip("librosa")
+    from iris_pipeline.models.rvc.inference import half_second_rms
+
+    for rate, n in [(16000, 40_000), (40000, 123_457)]:
+        x = np.random.default_rng(rate).standard_normal(n).astype(np.float32)
+        expected = librosa.feature.rms(y=x, frame_length=rate // 2 * 2, hop_length=rate // 2)[0]
+        np.testing.assert_allclose(half_second_rms(torch.from_numpy(x), rate).numpy(), expected, rtol=2e-6)
+
+
+def test_loudness_mix_follows_the_input_envelope():
+    from iris_pipeline.models.rvc.inference import half_second_rms, mix_loudness
+
+    t = torch.arange(16000 * 4) / 16000
+    source = torch.sin(2 * math.pi * 200 * t) * torch.linspace(0.05, 0.8, t.numel())  # crescendo
+    converted = 0.3 * torch.sin(2 * math.pi * 300 * torch.arange(40000 * 4) / 40000)  # flat, 40 kHz
+    assert torch.equal(mix_loudness(source, 16000, converted, 40000, 1.0), converted)
+    imposed = mix_loudness(source, 16000, converted, 40000, 0.0)
+    ratio = half_second_rms(imposed, 40000)[1:-1] / half_second_rms(source, 16000)[1:-1]
+    torch.testing.assert_close(ratio, torch.ones_like(ratio), rtol=0.1, atol=0)  # envelopes are interpolated
+    mixed = half_second_rms(mix_loudness(source, 16000, converted, 40000, 0.25), 40000)
+    assert mixed[-2] > 3 * mixed[1]  # the crescendo carries over

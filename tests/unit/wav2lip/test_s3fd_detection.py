@@ -9,7 +9,7 @@ import torch
 
 from iris_pipeline import models
 from iris_pipeline.face_detectors import S3FDDetector, make_face_detector
-from iris_pipeline.models.s3fd import BGR_MEAN, HEAD_STRIDES, faces_from_outputs, nms, preprocess
+from iris_pipeline.models.s3fd import HEAD_STRIDES, INPUT_MEAN, faces_from_outputs, nms, preprocess
 
 
 def _official_decode(ocls: torch.Tensor, oreg: torch.Tensor, stride: int, h: int, w: int):
@@ -55,11 +55,11 @@ def test_weak_candidates_are_dropped_and_overlaps_suppressed():
     assert nms(np.zeros((0, 5)), 0.3) == []
 
 
-def test_input_is_bgr_minus_the_official_mean():
+def test_input_is_rgb_minus_the_official_mean():
     rgb = torch.tensor([[[[10, 120, 250]]]], dtype=torch.uint8)
-    x = preprocess(rgb.flip(-1))
+    x = preprocess(rgb)
     assert x.shape == (1, 3, 1, 1)
-    assert x.flatten().tolist() == [250 - BGR_MEAN[0], 120 - BGR_MEAN[1], 10 - BGR_MEAN[2]]
+    assert x.flatten().tolist() == [10 - INPUT_MEAN[0], 120 - INPUT_MEAN[1], 250 - INPUT_MEAN[2]]
 
 
 class _Spy(torch.nn.Module):
@@ -76,13 +76,13 @@ class _Spy(torch.nn.Module):
         return [o.expand(x.shape[0], -1, -1, -1).clone() for o in outputs]
 
 
-def test_s3fd_detector_feeds_bgr_frames_and_returns_the_best_box():
+def test_s3fd_detector_feeds_rgb_frames_and_returns_the_best_box():
     spy = _Spy()
     frames = np.zeros((3, 128, 128, 3), dtype=np.uint8)
     frames[..., 0] = 200  # red in RGB
     boxes = S3FDDetector(spy, batch_size=2).detect(frames)
     assert len(spy.seen) == 2 and spy.seen[0].shape == (2, 3, 128, 128)
-    assert spy.seen[0][0, :, 0, 0].tolist() == [0 - 104.0, 0 - 117.0, 200 - 123.0]
+    assert spy.seen[0][0, :, 0, 0].tolist() == [200 - 104.0, 0 - 117.0, 0 - 123.0]
     assert len(boxes) == 3 and boxes[0] == boxes[2]
     x1, y1, x2, y2 = boxes[0]
     assert x1 < 16 * 3 + 8 < x2 and y1 < 16 * 2 + 8 < y2  # around the prior centre of level 2, (y=2, x=3)

@@ -8,13 +8,15 @@ import pytest
 from iris_pipeline.video import Mp4Writer, fps_fraction, frame_count_for, read_mp4_info
 
 
+# The official Wav2Lip count: M = 1 + ceil(N * 16000 / sr) // 200 mel columns; frames i with
+# int(i * 80 / fps) <= M - 16 fit, plus one for the last window.
 @pytest.mark.parametrize("samples, rate, fps, frames", [
-    (24000 * 5, 24000, 25.0, 125),  # VALL-E X emits whole 320-sample frames: 5 s -> 125 frames
-    (24000 * 5 + 1, 24000, 25.0, 126),  # one more sample needs one more frame
-    (16000, 16000, 30000 / 1001, 30),  # NTSC rate is kept exact
-    (1, 16000, 25.0, 1),
+    (24000 * 5, 24000, 25.0, 122),  # M 401: int(3.2 i) <= 385 for i <= 120 -> 121 + 1
+    (24000 * 5 + 1, 24000, 25.0, 122),  # 80001 samples at 16 kHz: still 401 columns
+    (16000, 16000, 30000 / 1001, 26),  # M 81: int(2.6693 i) <= 65 for i <= 24 -> 25 + 1
+    (1, 16000, 25.0, 1),  # shorter than one window: the one frame showing the last columns
 ])
-def test_frame_count_covers_every_sample(samples, rate, fps, frames):
+def test_frame_count_is_the_official_wav2lip_count(samples, rate, fps, frames):
     assert frame_count_for(samples, rate, fps) == frames
     assert fps_fraction(30000 / 1001).denominator == 1001
 
