@@ -7,7 +7,9 @@ Three workers joined by bounded queues carry every job's chunks through the stag
     render   Wav2Lip for every frame whose mel window is complete, frames to the host
 
 so chunk k is in Wav2Lip while chunk k+1 is in VALL-E X, and several jobs can be in flight. Each
-stage runs on the device of the placement map and, on a GPU, on its own CUDA stream. A job's
+stage runs on the device of the placement map and, on a GPU, on its own CUDA stream (the lipsync
+worker on FastPitch's); every queue item that carries device tensors carries the producer's `Ready`
+mark, which the consumer accepts before touching them (the rule is in `placement`). A job's
 chunks come back through its `JobHandle` as soon as each is ready (`first_chunk_ms` is real).
 
 The pipeline knows the stages' `run()` contracts and the arithmetic of `chunking`; it knows
@@ -33,7 +35,7 @@ from iris_pipeline.audio import Waveform, check_waveform
 from iris_pipeline.config import PipelineConfig
 from iris_pipeline.errors import InputError
 from iris_pipeline.metrics import RegionTimer
-from iris_pipeline.placement import Placement
+from iris_pipeline.placement import Placement, Ready
 
 CODEC_RATE = 24000  # VALL-E X speech, samples per second
 CODEC_HOP = 320  # samples per EnCodec frame: 75 frames per second
@@ -177,6 +179,7 @@ class _SpeechChunk:
     text: str
     speech: torch.Tensor  # generated samples, incl. the overlap tail for all but the last
     total_samples: int | None  # the clip's length when imposed
+    ready: Ready  # when `speech` is written (VALL-E X's stream)
 
 
 @dataclass
@@ -193,6 +196,7 @@ class _FramesRequest:
     frame_count: int
     timings: list
     words: list
+    ready: Ready  # when `speech` and `mel` are written (the lipsync stream)
 
 
 @dataclass
@@ -256,6 +260,21 @@ class Pipeline:
         if "wav2lip" not in self.stages:
             self.stages["wav2lip"] = self._stage_factory("wav2lip", self.config, self.placement.devices["wav2lip"])
         return self.stages["wav2lip"].prepare_avatar(path, fps=self.config.video.fps, progress=progress)
+
+    def release_caches(self) -> int:
+        """Free the stages' caches that `prepare()` did not set up (VALL-E X decode caches outside
+        its captured graphs) and return the freed device memory to the driver, so the next jobs
+        start from the prepared state. Call between jobs (a benchmark: between measurement
+        windows). Returns the bytes the stages freed."""
+        freed = 0
+        for stage in self.stages.values():
+            release = getattr(stage, "release_caches", None)  # stand-in stages may keep none
+            if release is not None:
+                freed += release()
+        for device in self.placement.gpu_devices:
+            with torch.cuda.device(device):
+                torch.cuda.empty_cache()
+        return freed
 
     def close(self) -> None:
         """Stop the workers: the step running now finishes, pending jobs are abandoned (their handles
@@ -329,10 +348,13 @@ class Pipeline:
         if "rvc" in self.stages:
             with self.placement.on("rvc"), handle.timer.region("rvc", self.placement.devices["rvc"]):
                 reference = self.stages["rvc"].run(reference=reference.to(self.placement.devices["rvc"]))["prompt"]
-                self.placement.synchronize("rvc")  # the prompt is read on VALL-E X's stream next
+                converted = self.placement.ready("rvc")  # the prompt is read on VALL-E X's stream next
             self._notify("rvc", job.job_id, 0, 1)
+        else:
+            converted = Ready()
         vallex_device = self.placement.devices["vallex"]
         with self.placement.on("vallex"), handle.timer.region("vallex_prompt", vallex_device):
+            self.placement.accept("vallex", converted, [reference.samples])
             prompt = self.stages["vallex"].encode_prompt(reference.to(vallex_device), job.transcript, job.language)
         with self._prompts_lock:
             self._prompts[key] = prompt
@@ -402,19 +424,20 @@ class Pipeline:
                 start = time.perf_counter()
                 with self.placement.on("vallex"):
                     outputs = self.stages["vallex"].run_batch(requests)
-                    self.placement.synchronize("vallex")
+                    speech = [out["speech"].samples.to(device) for out in outputs]
+                    written = self.placement.ready("vallex")
+                    self.placement.synchronize("vallex")  # the batch's wall time is its members' stage time
                 elapsed_ms = (time.perf_counter() - start) * 1e3
             except BaseException as exc:  # noqa: BLE001
                 for entry in group:
                     entry[0]._deliver(_Failure(exc))
                     live.remove(entry)
                 continue
-            for (handle, _, texts, _, total), out in zip(group, outputs, strict=True):
+            for (handle, _, texts, _, total), samples in zip(group, speech, strict=True):
                 # a batch's wall time is every member's stage time: each waited for all of it
                 handle.timer.add_ms("vallex", elapsed_ms)
                 self._notify("vallex", handle.job.job_id, k, len(texts))
-                self._lipsync_in.put(_SpeechChunk(handle, k, len(texts), texts[k],
-                                                  out["speech"].samples.to(device), total))
+                self._lipsync_in.put(_SpeechChunk(handle, k, len(texts), texts[k], samples, total, written))
 
     # --- the lipsync worker: stitching + lip-sync mel --------------------------------------------
 
@@ -429,7 +452,8 @@ class Pipeline:
                 self._abandon(item.handle)
                 continue
             try:
-                request = self._lipsync(item)
+                with self.placement.on(self._lipsync_stage):
+                    request = self._lipsync(item)
             except BaseException as exc:  # noqa: BLE001
                 self._lipsync_state.pop(item.handle.job.job_id, None)
                 self._render_in.put((item.handle, _Failure(exc)))
@@ -437,8 +461,15 @@ class Pipeline:
             if request is not None:
                 self._render_in.put(request)
 
+    @property
+    def _lipsync_stage(self) -> str:
+        """The stage whose device and stream the lipsync worker uses: FastPitch's, else Wav2Lip's."""
+        return "fastpitch" if "fastpitch" in self.placement.devices else "wav2lip"
+
     def _lipsync(self, item: _SpeechChunk) -> _FramesRequest | None:
+        """One chunk's stitching and lip-sync mel, on the lipsync stream (entered by the caller)."""
         handle, job_id = item.handle, item.handle.job.job_id
+        self.placement.accept(self._lipsync_stage, item.ready, [item.speech])
         last = item.index == item.count - 1
         state = self._lipsync_state.get(job_id)
         if state is None:
@@ -454,7 +485,6 @@ class Pipeline:
         if "fastpitch" in self.stages:  # alignment (subtitles) always; its mel drives the lips in fastpitch mode
             with self.placement.on("fastpitch"), handle.timer.region("fastpitch", fp_device):
                 out = self.stages["fastpitch"].run(text=item.text, speech=Waveform(body, CODEC_RATE))
-                self.placement.synchronize("fastpitch")  # its mel is read on Wav2Lip's stream next
             timings, words = out["timings"], out["words"]
             self._notify("fastpitch", job_id, item.index, item.count)
         if self.config.lipsync_features == "fastpitch" and "fastpitch" in self.stages:
@@ -489,8 +519,10 @@ class Pipeline:
         state.frames_done = frames_end
         if last:
             self._lipsync_state.pop(job_id, None)
+        # body and mel are read on Wav2Lip's stream, by the render worker
         return _FramesRequest(handle, item.index, last, body, speech_start, mel_all[:, mel_start:mel_end],
-                              mel_start, total_mel, frame_start, frame_count, timings, words)
+                              mel_start, total_mel, frame_start, frame_count, timings, words,
+                              self.placement.ready(self._lipsync_stage))
 
     @staticmethod
     def _place_chunk_mel(chunk_mel: torch.Tensor, start_sample: int, num_samples: int) -> torch.Tensor:
@@ -529,16 +561,18 @@ class Pipeline:
     def _render(self, req: _FramesRequest) -> ChunkOutput:
         handle = req.handle
         device = self.placement.devices["wav2lip"]
-        if req.frame_count:
-            with self.placement.on("wav2lip"), handle.timer.region("wav2lip", device):
-                frames = self.stages["wav2lip"].run(
-                    mel=req.mel.to(device), mel_offset=req.mel_offset, total_mel_frames=req.total_mel_frames,
-                    avatar=handle.job.avatar, frame_start=req.frame_start, frame_count=req.frame_count,
-                    fps=self.config.video.fps)["frames"]
-        else:
-            frames = torch.empty((0, 0, 0, 3), dtype=torch.uint8)
+        with self.placement.on("wav2lip"):
+            self.placement.accept("wav2lip", req.ready, [req.speech, req.mel])
+            if req.frame_count:
+                with handle.timer.region("wav2lip", device):
+                    frames = self.stages["wav2lip"].run(
+                        mel=req.mel.to(device), mel_offset=req.mel_offset, total_mel_frames=req.total_mel_frames,
+                        avatar=handle.job.avatar, frame_start=req.frame_start, frame_count=req.frame_count,
+                        fps=self.config.video.fps)["frames"]
+            else:
+                frames = torch.empty((0, 0, 0, 3), dtype=torch.uint8)
+            speech = req.speech.detach().float().cpu()  # on this stream: after the accepted mark
         self._notify("wav2lip", handle.job.job_id, req.index, -1, req.frame_count)
-        speech = req.speech.detach().float().cpu()
         return ChunkOutput(job_id=handle.job.job_id, index=req.index, last=req.last, speech=speech,
                            speech_start=req.speech_start, frames=frames, frame_start=req.frame_start,
                            timings=req.timings, words=req.words, ready_at=time.perf_counter())

@@ -4,12 +4,25 @@ With two or more GPUs the research note's split is used: RVC + VALL-E X on the f
 Wav2Lip on the second. With one GPU every stage shares it, each on its own CUDA stream so that a
 chunk in Wav2Lip overlaps the next chunk in VALL-E X. Without a GPU everything runs on the CPU.
 A stage's explicit `device` in the config always wins.
+
+The ordering rule: every tensor that crosses from one CUDA stream to another (each stage runs on
+its own non-blocking stream, and the workers are threads) travels with a `Ready` mark.
+
+* Producer: after its last write, `ready(stage)` records an event on its stream; the event goes
+  into the queue item beside the tensors. The producer never synchronises the host for this.
+* Consumer: before its first use, `accept(stage, mark, tensors)` makes its own stream wait on that
+  event (a device-side wait; the host waits only where the consumer has no stream), then calls
+  `record_stream` on each CUDA tensor with the consumer's stream, so the caching allocator does not
+  give the tensor's memory to the producer's next allocation while the consumer's stream may still
+  read it. Everything the consumer then issues (cross-device copies included) runs on its stream.
+
+Without a GPU both sides are no-ops.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -36,6 +49,13 @@ def resolve_device(name: str) -> torch.device:
             )
         return torch.device("cuda", index)
     return device
+
+
+@dataclass(frozen=True)
+class Ready:
+    """When a producer's writes are complete: an event recorded on its stream (None: nothing to wait for)."""
+
+    event: torch.cuda.Event | None = None
 
 
 @dataclass
@@ -74,6 +94,29 @@ class Placement:
             return
         with torch.cuda.device(device), torch.cuda.stream(stream):
             yield
+
+    def ready(self, stage: str) -> Ready:
+        """Producer side: mark everything issued so far on `stage`'s stream (see the module doc)."""
+        stream = self.streams.get(stage)
+        if stream is None:
+            return Ready()
+        event = torch.cuda.Event()
+        event.record(stream)
+        return Ready(event)
+
+    def accept(self, stage: str, mark: Ready, tensors: Iterable[torch.Tensor]) -> None:
+        """Consumer side: order `stage`'s stream after the producer's mark, and keep the tensors'
+        memory from being reused before that stream is done with them (see the module doc)."""
+        if mark.event is None:
+            return
+        stream = self.streams.get(stage)
+        if stream is None:  # a consumer without a stream (a CPU stage) reads on the host: wait there
+            mark.event.synchronize()
+            return
+        stream.wait_event(mark.event)
+        for tensor in tensors:
+            if tensor.is_cuda:
+                tensor.record_stream(stream)
 
     def synchronize(self, stage: str) -> None:
         stream = self.streams.get(stage)

@@ -51,6 +51,11 @@ class Stage(ABC):
     @abstractmethod
     def _prepare(self) -> None: ...
 
+    def release_caches(self) -> int:
+        """Free what the stage keeps between calls beyond what `prepare()` set up; the bytes freed.
+        Stages without such caches free nothing."""
+        return 0
+
     @abstractmethod
     def run(self, **inputs: Any) -> dict[str, Any]:
         """Process one chunk: keys of `inputs` are `self.inputs`, keys of the result `self.outputs`."""

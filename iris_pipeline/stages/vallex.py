@@ -6,10 +6,13 @@ prompt language for the prompt part, per-character language for the script part)
 with the batched fast decoder, and turn the codes into audio with Vocos (EnCodec's decoder as option).
 
 Backends: `eager` runs the decode step as plain PyTorch; `compile` replays the static-KV-cache step
-as a CUDA graph (captured once per batch and capacity, in the manner of gpt-fast; `use_cuda_graph`
-overrides the choice). `tensorrt` is refused with a ConfigError: the decode is a host-driven loop of
-sampling and early stopping around one step, not one exported graph; the replayed CUDA graph is
-this stage's fast path. `options.backend` is validated like every stage's (its compile settings
+as a CUDA graph (in the manner of gpt-fast; `use_cuda_graph` overrides the choice). Batches and
+cache capacities are bucketed, and `prepare()` captures the graph of every (batch bucket, capacity
+bucket) for `max_batch` before any work starts, so no capture ever runs beside other work or inside
+a measured window. The decode caches are bounded by `cache_mib` (least recently used first out;
+the caches of the graphs captured up front stay) and `release_caches()` frees the others.
+`tensorrt` is refused with a ConfigError: the decode is a host-driven loop of sampling and early
+stopping around one step, not one exported graph; the replayed CUDA graph is this stage's fast path. `options.backend` is validated like every stage's (its compile settings
 do not apply here: the step is captured by hand, not by torch.compile).
 """
 
@@ -21,7 +24,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from iris_pipeline import models
 from iris_pipeline.audio import Waveform, check_waveform, resample
@@ -29,7 +32,13 @@ from iris_pipeline.backends import backend_options
 from iris_pipeline.config import StageConfig
 from iris_pipeline.errors import ConfigError, InputError
 from iris_pipeline.models.vallex.config import LANGUAGE_IDS, NUM_QUANTIZERS, SAMPLE_RATE
-from iris_pipeline.models.vallex.decode import DecodeRequest, Sampling, VallexDecoder
+from iris_pipeline.models.vallex.decode import (
+    CAPACITY_BUCKETS,
+    DecodeRequest,
+    Sampling,
+    VallexDecoder,
+    check_capacity_buckets,
+)
 from iris_pipeline.stages.backend_support import parse_own_options, require_backend
 from iris_pipeline.stages.base import Stage
 from iris_pipeline.text.vallex_g2p import LANGUAGES, phonemize
@@ -53,12 +62,24 @@ class VallexOptions(BaseModel):
                                    "other random stream than the official torch.multinomial)")
     max_batch: int = Field(default=16, ge=1, le=256, description="sequences decoded together")
     eos_check_every: int = Field(default=8, ge=1, le=1024)
+    capacity_buckets: list[int] = Field(
+        default=list(CAPACITY_BUCKETS), description="KV-cache capacities (prompt + text + new frames) a "
+                                                    "decode is padded to; one CUDA graph per bucket and batch bucket")
+    cache_mib: int = Field(
+        default=4096, ge=1, description="budget of the decode caches in MiB (least recently used first out); "
+                                        "the caches of the graphs captured up front must fit in it")
     long_text: Literal["single", "sentences"] = Field(
         default="single", description="sentences: official long-text mode (fixed prompt, one decode)")
     accent: Literal["no-accent", "en", "zh", "ja"] = "no-accent"
     max_prompt_seconds: float = Field(default=15.0, gt=0.0, description="official make_prompt limit")
     encodec_checkpoint: Path | None = None
     vocos_checkpoint: Path | None = None
+
+
+    @field_validator("capacity_buckets")
+    @classmethod
+    def _buckets(cls, value: list[int]) -> list[int]:
+        return list(check_capacity_buckets(value))
 
 
 def parse_options(options: dict[str, Any]) -> VallexOptions:
@@ -129,7 +150,18 @@ class VallexStage(Stage):
             self.vocos = self._load("vocos_encodec_24khz", opts.vocos_checkpoint).to(self.device,
                                                                                      self.codec_dtype)
         use_graph = opts.use_cuda_graph if opts.use_cuda_graph is not None else self.config.backend == "compile"
-        self.decoder = VallexDecoder(self.model, use_cuda_graph=use_graph, eos_check_every=opts.eos_check_every)
+        self.decoder = VallexDecoder(self.model, use_cuda_graph=use_graph, eos_check_every=opts.eos_check_every,
+                                     max_batch=opts.max_batch, capacity_buckets=opts.capacity_buckets,
+                                     cache_bytes=opts.cache_mib * 2**20)
+        try:
+            self.decoder.capture_all(self._sampling())  # before any worker starts (no-op without graphs)
+        except ConfigError as exc:  # the captured graphs' caches over the budget
+            raise ConfigError(f"{exc}: raise vallex.options.cache_mib, or lower max_batch or the largest of "
+                              f"capacity_buckets") from None
+
+    def release_caches(self) -> int:
+        """Free the decode caches that no graph captured in `prepare()` uses; the bytes freed."""
+        return self.decoder.release_caches() if self.decoder is not None else 0
 
     def _require_prepared(self, what: str) -> None:
         if not self._prepared:
@@ -240,7 +272,10 @@ class VallexStage(Stage):
         for start in range(0, len(flat), step):
             group = flat[start:start + step]
             generator = self._generator([jobs[j][1] for j, _ in group])
-            results = self.decoder.generate([piece for _, piece in group], self._sampling(), generator)
+            try:
+                results = self.decoder.generate([piece for _, piece in group], self._sampling(), generator)
+            except ConfigError as exc:  # a cache over the budget: name the option that sets it
+                raise ConfigError(f"{exc}: raise vallex.options.cache_mib or shorten the chunks") from None
             for offset, result in enumerate(results):
                 pieces_codes[start + offset] = result.codes
 

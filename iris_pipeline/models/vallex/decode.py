@@ -16,21 +16,69 @@ Semantics are the official `VALLE.inference` (see `model.py` for the uncached re
   (default: the official cap 16 x its number of text tokens); EOS is suppressed while it has fewer
   than `min_frames` (default 1, so a sequence is never empty: the official code crashes then);
 * NAR: stages 1..7, greedy, no attention mask, the whole prompt (8 codebooks) as prefix.
+
+Buckets: a batch of n sequences decodes in the cache of the smallest batch bucket >= n, and a
+prefix + new frames of length L in the smallest capacity bucket >= L, so a few (batch, capacity)
+step graphs serve every request and can all be captured before any work starts (`capture_all`).
+Bucketing is exact: padding rows are finished from the start, only the real rows are sampled (same
+draws from the generator as an unpadded batch), and padding columns are masked keys. Every capacity
+is a whole number of `CAPACITY_GRANULE` columns: the vectorised reductions over the key axis then
+group the real columns alike in any capacity, and masked columns only add zeros, so a bucket's
+logits equal those of the smallest possible cache bit for bit (on the CPU; tested).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from iris_pipeline.errors import InputError
+from iris_pipeline.errors import ConfigError, InputError
 from iris_pipeline.models.vallex.config import EOS_ID, MAX_NEW_FRAMES_PER_TEXT_TOKEN
 from iris_pipeline.models.vallex.model import Vallex
+
+# Cache columns (prefix + new frames) of the AR decode: a small fixed set, so that the step graph of
+# every bucket can be captured up front. A need above the largest rounds up to a multiple of it.
+CAPACITY_BUCKETS: tuple[int, ...] = (512, 1024, 1536, 2048)
+# Every capacity is a multiple of this many columns (see the module doc: exact bucketing).
+CAPACITY_GRANULE = 64
+# Uniform noise of padding rows: any value in (0, 1) keeps the Gumbel transform finite.
+_PADDING_NOISE = 0.5
+
+
+def batch_buckets(max_batch: int) -> tuple[int, ...]:
+    """Batch sizes a decode is padded to: powers of two below `max_batch`, then `max_batch` itself."""
+    if max_batch < 1:
+        raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+    sizes = [1 << k for k in range(max_batch.bit_length()) if (1 << k) < max_batch]
+    return (*sizes, max_batch)
+
+
+def check_capacity_buckets(buckets: Sequence[int]) -> tuple[int, ...]:
+    """Sorted, distinct, positive multiples of `CAPACITY_GRANULE` (ValueError otherwise)."""
+    if not buckets:
+        raise ValueError("capacity buckets: at least one is needed")
+    bad = [b for b in buckets if b < 1 or b % CAPACITY_GRANULE]
+    if bad:
+        raise ValueError(f"capacity buckets must be positive multiples of {CAPACITY_GRANULE}, got {bad[0]}")
+    return tuple(sorted(set(buckets)))
+
+
+def bucket_up(value: int, buckets: Sequence[int] | None) -> int:
+    """The smallest bucket >= value; beyond the largest, the next multiple of it; no buckets: value."""
+    if not buckets:
+        return value
+    for bucket in buckets:
+        if bucket >= value:
+            return bucket
+    return math.ceil(value / buckets[-1]) * buckets[-1]
 
 
 @dataclass
@@ -101,6 +149,51 @@ def sample_next(logits: torch.Tensor, step: int, min_frames: torch.Tensor, max_f
 
 
 @dataclass
+class DecodeArena:
+    """The large buffers of the caches of the graphs captured up front, shared by all of them: one
+    decoder decodes one batch at a time, and each decode rewrites the state it reads (prefill), so
+    every bucket's cache is a view of the same memory, sized for the largest bucket."""
+
+    keys: torch.Tensor  # flat
+    values: torch.Tensor
+    valid: torch.Tensor
+    tokens: torch.Tensor
+    noise: torch.Tensor | None  # the in-graph sampler's, where it is used
+
+    @classmethod
+    def allocate(cls, model: Vallex, batch: int, capacity: int, noise: bool) -> DecodeArena:
+        p = next(model.parameters())
+        cfg = model.config
+        columns = batch * capacity
+        kv = cfg.num_layers * columns * cfg.nhead * cfg.head_dim
+        return cls(keys=torch.zeros(kv, dtype=p.dtype, device=p.device),
+                   values=torch.zeros(kv, dtype=p.dtype, device=p.device),
+                   valid=torch.zeros(columns, dtype=torch.bool, device=p.device),
+                   tokens=torch.zeros(columns, dtype=torch.long, device=p.device),
+                   noise=torch.full((columns * (cfg.num_audio_tokens + 1),), _PADDING_NOISE, device=p.device)
+                   if noise else None)
+
+    @staticmethod
+    def bytes_for(model: Vallex, batch: int, capacity: int, noise: bool) -> int:
+        cfg = model.config
+        columns = batch * capacity
+        kv = 2 * cfg.num_layers * columns * cfg.nhead * cfg.head_dim * next(model.parameters()).element_size()
+        return kv + columns * (1 + 8) + (StaticARCache.noise_bytes_for(model, batch, capacity) if noise else 0)
+
+    @property
+    def nbytes(self) -> int:
+        tensors = [self.keys, self.values, self.valid, self.tokens]
+        if self.noise is not None:
+            tensors.append(self.noise)
+        return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def _view(flat: torch.Tensor, *shape: int) -> torch.Tensor:
+    """A contiguous view of the first elements of a flat buffer."""
+    return flat[: math.prod(shape)].view(shape)
+
+
+@dataclass
 class StaticARCache:
     """Preallocated decode state for `batch` sequences of up to `capacity` positions."""
 
@@ -118,11 +211,15 @@ class StaticARCache:
     max_frames: torch.Tensor  # [B] long
     tokens: torch.Tensor  # [B, capacity] long: sampled tokens by new-frame index
     noise: torch.Tensor | None = None  # [capacity, B, V] uniform noise (allocated on first use)
+    arena: DecodeArena | None = None  # where keys, values, valid, tokens (and noise) live, if shared
     graphs: dict = field(default_factory=dict)
-    graph_table_ptr: int = 0
+    # tensors outside the cache that the captured graphs read (the positional table they saw):
+    # held so that a regrown table never frees memory a graph still reads
+    graph_inputs: list[torch.Tensor] = field(default_factory=list)
 
     @classmethod
-    def allocate(cls, model: Vallex, batch: int, capacity: int) -> StaticARCache:
+    def allocate(cls, model: Vallex, batch: int, capacity: int, arena: DecodeArena | None = None) -> StaticARCache:
+        """Its own buffers, or views of `arena` (which must be at least as large)."""
         p = next(model.parameters())
         cfg = model.config
         shape = (cfg.num_layers, batch, cfg.nhead, capacity, cfg.head_dim)
@@ -130,15 +227,55 @@ class StaticARCache:
         def longs(*size: int) -> torch.Tensor:
             return torch.zeros(size, dtype=torch.long, device=p.device)
 
+        if arena is None:
+            big = dict(keys=torch.zeros(shape, dtype=p.dtype, device=p.device),
+                       values=torch.zeros(shape, dtype=p.dtype, device=p.device),
+                       valid=torch.zeros(batch, capacity, dtype=torch.bool, device=p.device),
+                       tokens=longs(batch, capacity))
+        else:
+            big = dict(keys=_view(arena.keys, *shape), values=_view(arena.values, *shape),
+                       valid=_view(arena.valid, batch, capacity), tokens=_view(arena.tokens, batch, capacity),
+                       noise=None if arena.noise is None else _view(arena.noise, capacity, batch,
+                                                                     cfg.num_audio_tokens + 1))
         return cls(
-            keys=torch.zeros(shape, dtype=p.dtype, device=p.device),
-            values=torch.zeros(shape, dtype=p.dtype, device=p.device),
-            valid=torch.zeros(batch, capacity, dtype=torch.bool, device=p.device),
             token=longs(batch), audio_pos=longs(batch), column=longs(1),
             logits=torch.zeros(batch, cfg.num_audio_tokens + 1, dtype=p.dtype, device=p.device),
             step=longs(1), finished=torch.zeros(batch, dtype=torch.bool, device=p.device),
-            min_frames=longs(batch), max_frames=longs(batch), tokens=longs(batch, capacity),
+            min_frames=longs(batch), max_frames=longs(batch), arena=arena, **big,
         )
+
+    @staticmethod
+    def bytes_for(model: Vallex, batch: int, capacity: int, in_arena: bool = False) -> int:
+        """Bytes `allocate(model, batch, capacity)` takes (the noise of the in-graph sampler apart);
+        `in_arena`: only the small per-batch state, the rest being views of an arena."""
+        p = next(model.parameters())
+        cfg = model.config
+        small = 8 * (4 * batch + 2) + batch + batch * (cfg.num_audio_tokens + 1) * p.element_size()
+        if in_arena:
+            return small
+        kv = 2 * cfg.num_layers * batch * cfg.nhead * capacity * cfg.head_dim * p.element_size()
+        return small + kv + batch * capacity * (1 + 8)  # + valid, tokens
+
+    @staticmethod
+    def noise_bytes_for(model: Vallex, batch: int, capacity: int) -> int:
+        return capacity * batch * (model.config.num_audio_tokens + 1) * 4
+
+    def allocate_noise(self) -> None:
+        """The in-graph sampler's uniform noise, float32 [capacity, B, V]."""
+        if self.noise is None:
+            self.noise = torch.full((self.capacity, self.batch, self.logits.shape[1]), _PADDING_NOISE,
+                                    device=self.logits.device)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes this cache holds on its own (not counting an arena it is a view of)."""
+        tensors = [self.token, self.audio_pos, self.column, self.logits, self.step, self.finished,
+                   self.min_frames, self.max_frames]
+        if self.arena is None:
+            tensors += [self.keys, self.values, self.valid, self.tokens]
+        if self.noise is not None and (self.arena is None or self.arena.noise is None):
+            tensors.append(self.noise)
+        return sum(t.numel() * t.element_size() for t in tensors)
 
     @property
     def batch(self) -> int:
@@ -193,8 +330,15 @@ def sample_and_step(model: Vallex, cache: StaticARCache, sampling: Sampling) -> 
     ar_step(model, cache)
 
 
-def capture_graph(fn: Callable[[], None], state: list[torch.Tensor], warmup: int = 2) -> torch.cuda.CUDAGraph:
-    """Capture `fn` in a CUDA graph; the tensors in `state` are left as they were before."""
+def capture_graph(fn: Callable[[], None], state: list[torch.Tensor], warmup: int = 2,
+                  pool: tuple | None = None) -> torch.cuda.CUDAGraph:
+    """Capture `fn` in a CUDA graph; the tensors in `state` are left as they were before.
+
+    `thread_local` capture: CUDA calls of other threads (the pipeline's other workers) neither fail
+    the capture nor get captured. `pool` (a `torch.cuda.graph_pool_handle()`) is shared by a
+    decoder's graphs: a step's temporaries die inside its capture (its results are copied into the
+    cache), and one thread replays the graphs one at a time, so they can reuse the same memory.
+    """
     saved = [t.clone() for t in state]
     device = state[0].device
     stream = torch.cuda.Stream(device=device)
@@ -204,7 +348,7 @@ def capture_graph(fn: Callable[[], None], state: list[torch.Tensor], warmup: int
             fn()
     torch.cuda.current_stream(device).wait_stream(stream)
     graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
+    with torch.cuda.graph(graph, pool=pool, capture_error_mode="thread_local"):
         fn()
     for tensor, value in zip(state, saved, strict=True):
         tensor.copy_(value)
@@ -212,77 +356,231 @@ def capture_graph(fn: Callable[[], None], state: list[torch.Tensor], warmup: int
     return graph
 
 
+class DecodeCaches:
+    """A decoder's static caches by (batch bucket, capacity bucket): least recently used first out,
+    bounded in bytes. Pinned entries (those whose graphs were captured up front) are never evicted;
+    `release()` drops every other one. Thread-safe: a benchmark may release between windows."""
+
+    def __init__(self, max_bytes: int | None = None):
+        self.max_bytes = max_bytes
+        self._entries: OrderedDict[tuple[int, int], StaticARCache] = OrderedDict()
+        self._pinned: set[tuple[int, int]] = set()
+        self._reserved = 0  # bytes held outside the entries (the arena of the pinned caches)
+        self._lock = threading.Lock()
+
+    @property
+    def nbytes(self) -> int:
+        with self._lock:
+            return self._reserved + sum(entry.nbytes for entry in self._entries.values())
+
+    def reserve(self, size: int, allocate: Callable[[], Any]) -> Any:
+        """Count `size` bytes held for good (never evicted) and make them with `allocate()`."""
+        with self._lock:
+            self._make_room(size, keep=None)
+            made = allocate()
+            self._reserved += size
+            return made
+
+    def keys(self) -> list[tuple[int, int]]:
+        with self._lock:
+            return list(self._entries)
+
+    def pinned(self) -> set[tuple[int, int]]:
+        with self._lock:
+            return set(self._pinned)
+
+    def get(self, key: tuple[int, int], size: int, allocate: Callable[[], StaticARCache]) -> StaticARCache:
+        """The entry for `key` (now the most recently used); made by `allocate()` (`size` bytes) if absent."""
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is not None:
+                self._entries.move_to_end(key)
+                return entry
+            self._make_room(size, keep=None)
+            entry = self._entries[key] = allocate()
+            return entry
+
+    def grow(self, key: tuple[int, int], size: int, add: Callable[[], None]) -> None:
+        """Make room for `size` more bytes of the entry `key` (never evicting it), then `add()` them."""
+        with self._lock:
+            self._make_room(size, keep=key)
+            add()
+
+    def pin(self, key: tuple[int, int]) -> None:
+        with self._lock:
+            if key not in self._entries:
+                raise KeyError(key)
+            self._pinned.add(key)
+
+    def release(self) -> int:
+        """Drop every entry that is not pinned; the bytes dropped."""
+        with self._lock:
+            dropped = [k for k in self._entries if k not in self._pinned]
+            freed = sum(self._entries[k].nbytes for k in dropped)
+            for key in dropped:
+                del self._entries[key]
+            return freed
+
+    def _make_room(self, size: int, keep: tuple[int, int] | None) -> None:
+        """Evict unpinned entries, oldest first, until `size` more bytes fit; evict nothing if they cannot."""
+        if self.max_bytes is None:
+            return
+        held = self._reserved + sum(entry.nbytes for entry in self._entries.values())
+        evictable = [k for k in self._entries if k not in self._pinned and k != keep]  # oldest first
+        staying = held - sum(self._entries[k].nbytes for k in evictable)
+        if staying + size > self.max_bytes:
+            pinned = self._reserved + sum(self._entries[k].nbytes for k in self._pinned)
+            raise ConfigError(f"vallex decode caches: {size / 2**20:.1f} MiB more do not fit the budget of "
+                              f"{self.max_bytes / 2**20:.1f} MiB ({pinned / 2**20:.1f} MiB held by graphs "
+                              f"captured up front)")
+        for key in evictable:
+            if held + size <= self.max_bytes:
+                break
+            held -= self._entries.pop(key).nbytes
+
+
 class VallexDecoder:
     """Batched AR + NAR decoding for one model (bound to the model's current device and dtype).
 
-    use_cuda_graph: capture the step once per (batch, capacity, sampler) in a `torch.cuda.CUDAGraph`
-    and replay it (CUDA only). Capacities are rounded up to `capacity_multiple` so graphs get reused.
+    use_cuda_graph: replay the step as a `torch.cuda.CUDAGraph` (CUDA only), one per (batch
+    bucket, capacity bucket, sampler). `capture_all()` captures every one of them up front and
+    pins their caches, which share one `DecodeArena` sized for the largest bucket; from then on
+    nothing is captured (a shape outside the buckets runs eagerly, in a cache of its own).
+    Without `capture_all()` a graph is captured on first use.
+    max_batch: batch sizes are padded to `batch_buckets(max_batch)`; None: not padded.
+    capacity_buckets: cache capacities (see `bucket_up`); None: what a decode needs, rounded up to
+    `CAPACITY_GRANULE` only.
+    cache_bytes: budget of the decode caches (LRU by bytes); None: unbounded.
     eos_check_every: how often (in steps) the host checks whether every sequence has ended; a check
     is a device sync, and steps run after every sequence ended only cost time (their tokens are EOS).
     """
 
-    def __init__(self, model: Vallex, use_cuda_graph: bool = False, capacity_multiple: int = 256,
-                 eos_check_every: int = 8):
+    def __init__(self, model: Vallex, use_cuda_graph: bool = False, eos_check_every: int = 8,
+                 max_batch: int | None = None, capacity_buckets: Sequence[int] | None = CAPACITY_BUCKETS,
+                 cache_bytes: int | None = None):
         self.model = model
         self.device = next(model.parameters()).device
         self.use_cuda_graph = bool(use_cuda_graph) and self.device.type == "cuda"
-        self.capacity_multiple = capacity_multiple
+        self.batch_buckets = batch_buckets(max_batch) if max_batch is not None else None
+        self.capacity_buckets = check_capacity_buckets(capacity_buckets) if capacity_buckets else None
         self.eos_check_every = max(1, eos_check_every)
-        self._caches: dict[tuple[int, int], StaticARCache] = {}
+        self.caches = DecodeCaches(cache_bytes)
+        self.captured_up_front = False
+        self.uncaptured_steps = 0  # steps run eagerly after capture_all() (a shape outside the buckets)
+        self._graph_pool: tuple | None = None
+
+    # ---- caches and graphs ------------------------------------------------------------------
+    def cache_for(self, batch: int, needed: int, noise: bool = False) -> StaticARCache:
+        """The cache of `batch`'s bucket with room for `needed` columns (with the sampler's noise)."""
+        capacity = bucket_up(needed, self.capacity_buckets or (CAPACITY_GRANULE,))
+        key = (bucket_up(batch, self.batch_buckets), capacity)
+        size = StaticARCache.bytes_for(self.model, *key)
+        cache = self.caches.get(key, size, lambda: StaticARCache.allocate(self.model, *key))
+        if noise and cache.noise is None:
+            self.caches.grow(key, StaticARCache.noise_bytes_for(self.model, *key), cache.allocate_noise)
+        return cache
+
+    def release_caches(self) -> int:
+        """Free every decode cache whose graphs were not captured up front; the bytes freed."""
+        return self.caches.release()
+
+    def capture_all(self, sampling: Sampling) -> int:
+        """Capture the step graph of every (batch bucket, capacity bucket) for `sampling` and pin
+        their caches; afterwards no graph is captured. Returns the number of graphs captured."""
+        if not self.use_cuda_graph:
+            return 0
+        if self.batch_buckets is None or self.capacity_buckets is None:
+            raise ValueError("capture_all() needs batch buckets (max_batch) and capacity buckets")
+        if self.captured_up_front:
+            raise RuntimeError("capture_all() runs once per decoder")
+        # the table covers every bucket's positions before any capture: no regrowth inside a bucket
+        position = self.model.ar_audio_position
+        position.ensure_length(max(self.capacity_buckets[-1], self.model.config.positional_table))
+        noise = sampling.in_graph and not sampling.greedy
+        biggest = (self.batch_buckets[-1], self.capacity_buckets[-1])
+        arena = self.caches.reserve(DecodeArena.bytes_for(self.model, *biggest, noise=noise),
+                                    lambda: DecodeArena.allocate(self.model, *biggest, noise=noise))
+        captured = 0
+        for batch in self.batch_buckets:
+            for capacity in self.capacity_buckets:
+                key = (batch, capacity)
+                cache = self.caches.get(key, StaticARCache.bytes_for(self.model, *key, in_arena=True),
+                                        partial(StaticARCache.allocate, self.model, *key, arena=arena))
+                self.caches.pin(key)
+                step_key, fn = self._step(cache, sampling)
+                if step_key not in cache.graphs:
+                    self._capture(cache, step_key, fn)
+                    captured += 1
+        self.captured_up_front = True
+        return captured
+
+    def _step(self, cache: StaticARCache, sampling: Sampling) -> tuple[tuple, Callable[[], None]]:
+        """The graph key and function of one decode step with `sampling`."""
+        if sampling.in_graph:
+            return ("sample+step", sampling), partial(sample_and_step, self.model, cache, sampling)
+        return ("step",), partial(ar_step, self.model, cache)
+
+    def _capture(self, cache: StaticARCache, key: tuple, fn: Callable[[], None]) -> torch.cuda.CUDAGraph:
+        if self._graph_pool is None:
+            self._graph_pool = torch.cuda.graph_pool_handle()
+        cache.graph_inputs.append(self.model.ar_audio_position.table)
+        with torch.cuda.device(self.device):  # a capture records on the current device
+            graph = cache.graphs[key] = capture_graph(fn, cache.state(), pool=self._graph_pool)
+        return graph
+
+    def _run(self, cache: StaticARCache, key: tuple, fn: Callable[[], None]) -> None:
+        """`fn()` eagerly, or as a replay of its graph (captured on first use unless captured up front)."""
+        if not self.use_cuda_graph:
+            fn()
+            return
+        graph = cache.graphs.get(key)
+        if graph is None:
+            if self.captured_up_front:  # never capture while other work runs: eager instead
+                self.uncaptured_steps += 1
+                fn()
+                return
+            graph = self._capture(cache, key, fn)
+        graph.replay()
 
     # ---- AR ---------------------------------------------------------------------------------
-    def cache_for(self, batch: int, needed: int) -> StaticARCache:
-        capacity = math.ceil(needed / self.capacity_multiple) * self.capacity_multiple
-        key = (batch, capacity)
-        if key not in self._caches:
-            self._caches[key] = StaticARCache.allocate(self.model, batch, capacity)
-        return self._caches[key]
-
     @torch.no_grad()
-    def prefill(self, requests: list[DecodeRequest], max_new: int) -> StaticARCache:
-        """Run every prefix through the AR, fill the cache, leave the first step's logits in `cache.logits`."""
+    def prefill(self, requests: list[DecodeRequest], max_new: int, noise: bool = False) -> StaticARCache:
+        """Run every prefix through the AR, fill the cache, leave the first step's logits in `cache.logits`.
+
+        Rows past `len(requests)` (batch padding) are left empty: their keys are all invalid, and
+        each step validates its own column, so they attend to themselves alone.
+        """
         model = self.model
+        n = len(requests)
         streams = [model.ar_stream(r.prompt_codes[:, 0].to(self.device)) for r in requests]
         texts = [model.ar_text(r.text.to(self.device), r.languages.to(self.device)) for r in requests]
         prefix_lens = [t.shape[0] + s.shape[0] for t, s in zip(texts, streams, strict=True)]
         width = max(prefix_lens)
-        cache = self.cache_for(len(requests), width + max_new)
+        cache = self.cache_for(n, width + max_new, noise=noise)
         model.ar_audio_position.ensure_length(max(cache.capacity, model.config.positional_table))
 
         d = model.config.d_model
         dtype = cache.keys.dtype
-        x = torch.zeros(len(requests), width, d, dtype=dtype, device=self.device)
-        allowed = torch.eye(width, dtype=torch.bool, device=self.device).repeat(len(requests), 1, 1)
+        x = torch.zeros(n, width, d, dtype=dtype, device=self.device)
+        allowed = torch.eye(width, dtype=torch.bool, device=self.device).repeat(n, 1, 1)
         cache.valid.zero_()
-        for b, (text, stream, n) in enumerate(zip(texts, streams, prefix_lens, strict=True)):
-            start = width - n
+        for b, (text, stream, length) in enumerate(zip(texts, streams, prefix_lens, strict=True)):
+            start = width - length
             x[b, start:] = torch.cat([text, model.ar_audio(stream)], dim=0).to(dtype)
             allowed[b, start:, start:] = model.ar_allowed_mask(text.shape[0], stream.shape[0], self.device)
             cache.valid[b, start:width] = True
         allowed = allowed.unsqueeze(1)
         for i, layer in enumerate(model.ar_decoder.layers):
             q, k, v = layer.self_attn.project(layer.norm1(x))
-            cache.keys[i, :, :, :width] = k
-            cache.values[i, :, :, :width] = v
+            cache.keys[i, :n, :, :width] = k
+            cache.values[i, :n, :, :width] = v
             x = layer.feed_forward(x + layer.self_attn.attend(q, k, v, allowed))
-        cache.logits.copy_(model.ar_predict_layer(model.ar_decoder.final_norm(x[:, -1])))
+        cache.logits[:n].copy_(model.ar_predict_layer(model.ar_decoder.final_norm(x[:, -1])))
         cache.column.fill_(width)
-        cache.audio_pos.copy_(torch.tensor([s.shape[0] for s in streams], device=self.device))
+        cache.audio_pos.zero_()
+        cache.audio_pos[:n].copy_(torch.tensor([s.shape[0] for s in streams], device=self.device))
+        cache.token.fill_(EOS_ID)
         return cache
-
-    def _run(self, cache: StaticARCache, key: tuple, fn: Callable[[], None]) -> None:
-        """`fn()` eagerly, or as a replay of its graph (captured on first use)."""
-        if not self.use_cuda_graph:
-            fn()
-            return
-        table_ptr = self.model.ar_audio_position.table.data_ptr()
-        if cache.graph_table_ptr != table_ptr:  # the positional table was regrown: graphs are stale
-            cache.graphs.clear()
-            cache.graph_table_ptr = table_ptr
-        graph = cache.graphs.get(key)
-        if graph is None:
-            graph = cache.graphs[key] = capture_graph(fn, cache.state())
-        graph.replay()
 
     @torch.no_grad()
     def decode_ar(self, requests: list[DecodeRequest], sampling: Sampling | None = None,
@@ -291,53 +589,59 @@ class VallexDecoder:
         """Codebook 0 of the new frames of every request ([T_g] each), and optionally their logits."""
         sampling = sampling or Sampling()
         limits = [r.frame_limits() for r in requests]
+        n = len(requests)
         max_new = max(hi for _, hi in limits)
         # Early exit is possible only once every sequence may stop.
         first_check = max(lo for lo, _ in limits)
         can_stop_early = any(lo < hi for lo, hi in limits)
+        noise = sampling.in_graph and not sampling.greedy
 
-        cache = self.prefill(requests, max_new)
-        cache.min_frames.copy_(torch.tensor([lo for lo, _ in limits]))
-        cache.max_frames.copy_(torch.tensor([hi for _, hi in limits]))
-        cache.finished.zero_()
+        cache = self.prefill(requests, max_new, noise=noise)
+        # padding rows: finished from the start (EOS every step, never holding up the early exit)
+        cache.min_frames.zero_()
+        cache.max_frames.zero_()
+        cache.min_frames[:n].copy_(torch.tensor([lo for lo, _ in limits]))
+        cache.max_frames[:n].copy_(torch.tensor([hi for _, hi in limits]))
+        cache.finished.fill_(True)
+        cache.finished[:n] = False
         cache.step.zero_()
         cache.tokens.fill_(EOS_ID)
-        if sampling.in_graph and not sampling.greedy:
-            if cache.noise is None:
-                cache.noise = torch.empty(cache.capacity, cache.batch, cache.logits.shape[1],
-                                          device=self.device)
-            cache.noise[:max_new].uniform_(generator=generator)
-        fused = partial(sample_and_step, self.model, cache, sampling)
-        plain = partial(ar_step, self.model, cache)
+        if noise:
+            # drawn for the real rows only, in the order an unpadded batch draws them
+            drawn = torch.rand(max_new, n, cache.noise.shape[2], generator=generator, device=self.device)
+            cache.noise[:max_new, :n].copy_(drawn)
+            cache.noise[:max_new, n:].fill_(_PADDING_NOISE)
+        fused_key, fused = self._step(cache, sampling)
+        plain_key, plain = self._step(cache, Sampling())
 
         logits_seen = [] if return_logits else None
         steps = max_new
         for t in range(max_new):
             if logits_seen is not None:
-                logits_seen.append(cache.logits.float().clone())
+                logits_seen.append(cache.logits[:n].float().clone())
             if sampling.in_graph:
-                self._run(cache, ("sample+step", sampling), fused)
+                self._run(cache, fused_key, fused)
             else:
-                token = sample_next(cache.logits, t, cache.min_frames, cache.max_frames, cache.finished,
-                                    sampling, generator)
-                cache.tokens[:, t] = token
-                cache.finished.logical_or_(token == EOS_ID)
+                token = sample_next(cache.logits[:n], t, cache.min_frames[:n], cache.max_frames[:n],
+                                    cache.finished[:n], sampling, generator)
+                cache.tokens[:n, t] = token
+                cache.finished[:n] |= token == EOS_ID
                 if t + 1 < max_new:
-                    cache.token.copy_(token)
-                    self._run(cache, ("step",), plain)
+                    cache.token[:n].copy_(token)
+                    self._run(cache, plain_key, plain)
             if can_stop_early and t + 1 >= first_check and (t + 1) % self.eos_check_every == 0 \
                     and bool(cache.finished.all()):
                 steps = t + 1
                 break
-        tokens = cache.tokens[:, :steps].clone()
+        tokens = cache.tokens[:n, :steps].clone()
         is_eos = tokens == EOS_ID
         lengths = torch.where(is_eos.any(dim=1), is_eos.int().argmax(dim=1),
-                              torch.full((len(requests),), steps, device=self.device)).tolist()
-        codes = [tokens[b, :n] for b, n in enumerate(lengths)]
+                              torch.full((n,), steps, device=self.device)).tolist()
+        codes = [tokens[b, :length] for b, length in enumerate(lengths)]
         logits = None
         if logits_seen is not None:
             stacked = torch.stack(logits_seen, dim=1)
-            logits = [stacked[b, :n] for b, n in enumerate(lengths)]
+            logits = [stacked[b, :length] for b, length in enumerate(lengths)]
         return codes, logits
 
     # ---- NAR --------------------------------------------------------------------------------

@@ -175,54 +175,82 @@ def test_step_timing_harness_runs_on_the_cpu(model, in_graph):
     assert count_step_kernels(model, decoder.prefill(requests, 6)) is None  # CUDA only
 
 
-class ReplayedFunction:
-    """CPU stand-in for a CUDA graph: `replay()` runs the captured function again."""
-
-    def __init__(self):
-        self.fn = None
-
-    def replay(self):
-        self.fn()
+def graphed(decoder: VallexDecoder) -> VallexDecoder:
+    """The decoder with graph replay on, on the CPU (with the stand-ins of the `cpu_graphs` fixture)."""
+    decoder.use_cuda_graph = True
+    return decoder
 
 
-def test_graph_capture_restores_state_and_replays_like_eager(model, monkeypatch):
+def test_graph_capture_restores_state_and_replays_like_eager(model, cpu_graphs):
     """The capture logic (warm-up steps, state restore, graph reuse per key) with CPU stand-ins."""
-    import contextlib
-
-    from iris_pipeline.models.vallex import decode
-
-    class NoStream:
-        def __init__(self, device=None):
-            pass
-
-        def wait_stream(self, other):
-            pass
-
-    real_capture = decode.capture_graph
-
-    def capture_on_cpu(fn, state, warmup=2):
-        with monkeypatch.context() as patch:
-            patch.setattr(torch.cuda, "Stream", NoStream)
-            patch.setattr(torch.cuda, "current_stream", lambda device=None: NoStream())
-            patch.setattr(torch.cuda, "stream", lambda stream: contextlib.nullcontext())
-            patch.setattr(torch.cuda, "CUDAGraph", ReplayedFunction)
-            patch.setattr(torch.cuda, "graph", lambda graph: contextlib.nullcontext())
-            graph = real_capture(fn, state, warmup)
-        graph.fn = fn
-        return graph
-
-    monkeypatch.setattr(decode, "capture_graph", capture_on_cpu)
     requests = [make_request(**spec, min_frames=lo) for spec, lo in zip(THREE, (3, 17, 9), strict=True)]
     eager = VallexDecoder(model)
-    replayed = VallexDecoder(model)
-    replayed.use_cuda_graph = True
+    replayed = graphed(VallexDecoder(model))
     for sampling in (Sampling(greedy=True), Sampling(greedy=True, in_graph=True), Sampling(in_graph=True)):
         expected = eager.generate(requests, sampling, torch.Generator().manual_seed(0))
         for _ in range(2):  # first call captures, second reuses
             got = replayed.generate(requests, sampling, torch.Generator().manual_seed(0))
             assert all(torch.equal(a.codes, b.codes) for a, b in zip(expected, got, strict=True))
-    (cache,) = replayed._caches.values()
-    assert len(cache.graphs) == 3
+    (key,) = replayed.caches.keys()
+    assert len(replayed.cache_for(*key).graphs) == 3 == len(cpu_graphs)
+
+
+@pytest.mark.parametrize("sampling", [Sampling(greedy=True), Sampling(in_graph=True)], ids=["step", "sample+step"])
+def test_capture_all_captures_every_bucket_up_front_and_nothing_later(model, cpu_graphs, sampling):
+    decoder = graphed(VallexDecoder(model, max_batch=3, capacity_buckets=(128, 256)))
+    assert decoder.capture_all(sampling) == 3 * 2 == len(cpu_graphs)  # batch buckets (1, 2, 3)
+    assert decoder.caches.pinned() == {(b, c) for b in (1, 2, 3) for c in (128, 256)}
+    # every pinned cache is a view of one arena sized for the largest bucket: memory of one cache
+    from iris_pipeline.models.vallex.decode import DecodeArena, StaticARCache
+
+    pinned = [decoder.cache_for(b, c) for b, c in sorted(decoder.caches.pinned())]
+    assert len({c.keys.data_ptr() for c in pinned}) == 1 and len({c.values.data_ptr() for c in pinned}) == 1
+    arena = DecodeArena.bytes_for(model, 3, 256, noise=sampling.in_graph)
+    small = sum(StaticARCache.bytes_for(model, b, c, in_arena=True) for b, c in decoder.caches.pinned())
+    assert decoder.caches.nbytes == arena + small == pinned[0].arena.nbytes + sum(c.nbytes for c in pinned)
+    assert all(decoder.cache_for(b, c).noise is not None for b, c in decoder.caches.keys()) == sampling.in_graph
+    requests = [make_request(**spec, min_frames=2) for spec in THREE]
+    expected = VallexDecoder(model).generate(requests, sampling, torch.Generator().manual_seed(0))
+    got = decoder.generate(requests, sampling, torch.Generator().manual_seed(0))
+    assert all(torch.equal(a.codes, b.codes) for a, b in zip(expected, got, strict=True))
+    assert len(cpu_graphs) == 6 and decoder.uncaptured_steps == 0  # replayed, not captured
+    # a need beyond the largest bucket runs eagerly in its own cache: still no capture
+    long = [make_request(seed=9, text_len=30, prompt_text=5, prompt_frames=200, max_frames=40)]
+    alone = VallexDecoder(model).generate(long, sampling, torch.Generator().manual_seed(1))
+    assert torch.equal(decoder.generate(long, sampling, torch.Generator().manual_seed(1))[0].codes, alone[0].codes)
+    assert len(cpu_graphs) == 6 and decoder.uncaptured_steps > 0
+    assert (1, 512) in decoder.caches.keys()
+    # releasing drops what was not captured up front, and only that
+    freed = decoder.release_caches()
+    assert freed > 0 and set(decoder.caches.keys()) == decoder.caches.pinned()
+    assert decoder.release_caches() == 0
+
+
+def test_decode_caches_evict_least_recently_used_by_bytes(model):
+    from iris_pipeline.errors import ConfigError
+    from iris_pipeline.models.vallex.decode import DecodeCaches, StaticARCache
+
+    size = StaticARCache.bytes_for(model, 2, 128)
+    assert StaticARCache.allocate(model, 2, 128).nbytes == size
+    caches = DecodeCaches(max_bytes=3 * size)
+
+    def get(key, entries=1):  # an entry of `entries` x size bytes under `key`
+        shape = (2 * entries, 128)
+        return caches.get(key, StaticARCache.bytes_for(model, *shape), lambda: StaticARCache.allocate(model, *shape))
+
+    a, b, c, d, e = ((k, 0) for k in range(5))
+    for key in (a, b, c):
+        get(key)
+    caches.pin(b)
+    get(a)  # a is now the most recently used: c is the least
+    get(d)
+    assert caches.keys() == [b, a, d] and caches.nbytes == 3 * size
+    get(e)  # evicts a, never the pinned b
+    assert caches.keys() == [b, d, e]
+    with pytest.raises(ConfigError, match="do not fit the budget"):
+        get((9, 0), entries=3)  # even without d and e, the pinned b leaves too little room
+    assert caches.keys() == [b, d, e]  # and nothing was evicted for nothing
+    assert caches.release() == 2 * size and caches.keys() == [b]
 
 
 @pytest.mark.gpu
@@ -242,3 +270,75 @@ def test_cuda_graph_step_equals_eager_step(model):
         requests, sampling, torch.Generator(device="cuda").manual_seed(1)) for g in (False, True)]
     for a, b in zip(*runs, strict=True):
         assert torch.equal(a.codes, b.codes)
+
+
+# ---- buckets ------------------------------------------------------------------------------------
+
+def test_batch_and_capacity_buckets():
+    assert decode_module().batch_buckets(16) == (1, 2, 4, 8, 16)
+    assert decode_module().batch_buckets(6) == (1, 2, 4, 6)
+    assert decode_module().batch_buckets(1) == (1,)
+    bucket_up = decode_module().bucket_up
+    assert [bucket_up(v, (512, 1024, 2048)) for v in (1, 512, 513, 2048, 2049, 5000)] == \
+        [512, 512, 1024, 2048, 4096, 6144]
+    assert bucket_up(777, None) == 777
+    assert decode_module().check_capacity_buckets([1024, 512, 1024]) == (512, 1024)
+    with pytest.raises(ValueError, match="multiples of 64"):
+        decode_module().check_capacity_buckets([500])
+
+
+def decode_module():  # imported late: the module-level names above are what the tests use
+    from iris_pipeline.models.vallex import decode
+
+    return decode
+
+
+@pytest.mark.parametrize("sampling", [Sampling(greedy=True), Sampling(), Sampling(in_graph=True),
+                                      Sampling(top_k=5, temperature=0.8, in_graph=True)],
+                         ids=["greedy", "sampled", "sampled-in-graph", "top-k-in-graph"])
+def test_bucketed_decode_is_exactly_the_unbucketed_decode(model, sampling):
+    """Three sequences padded to a batch of 4 and to a 4x wider cache: the same logits and codes, bit for bit."""
+    requests = [make_request(**spec, min_frames=lo) for spec, lo in zip(THREE, (3, 2, 5), strict=True)]
+    exact = VallexDecoder(model, max_batch=None, capacity_buckets=None)
+    bucketed = VallexDecoder(model, max_batch=4, capacity_buckets=(64, 512))
+    want = exact.generate(requests, sampling, torch.Generator().manual_seed(3), return_logits=True)
+    got = bucketed.generate(requests, sampling, torch.Generator().manual_seed(3), return_logits=True)
+    # the longest prefix (text + BOS + prompt frames) and the most new frames
+    needed = max(s["text_len"] + 1 + s["prompt_frames"] for s in THREE) + max(s["max_frames"] for s in THREE)
+    assert needed == 75
+    assert exact.caches.keys() == [(3, 128)] and bucketed.caches.keys() == [(4, 512)]
+    for a, b in zip(want, got, strict=True):
+        assert torch.equal(a.codes, b.codes)
+        assert torch.equal(a.ar_logits, b.ar_logits)
+
+
+@pytest.mark.gpu
+def test_capture_all_beside_busy_workers_then_replays_like_eager():
+    """Capture up front while another thread allocates and synchronises (as the pipeline's workers
+    do): thread-local capture neither fails nor records their work; replay equals eager."""
+    import threading
+
+    cuda_model = models.build("vallex", "tiny", seed=0).cuda()
+    stop = threading.Event()
+
+    def busy() -> None:
+        with torch.cuda.stream(torch.cuda.Stream()):
+            while not stop.is_set():
+                x = torch.randn(256, 256, device="cuda")
+                float((x @ x).sum())  # a host sync: forbidden in another thread under a global capture
+
+    worker = threading.Thread(target=busy, daemon=True)
+    worker.start()
+    try:
+        decoder = VallexDecoder(cuda_model, use_cuda_graph=True, max_batch=4, capacity_buckets=(128, 256))
+        assert decoder.capture_all(Sampling(greedy=True)) == 3 * 2
+    finally:
+        stop.set()
+        worker.join()
+    requests = synthetic_requests(3, text_tokens=20, prompt_frames=30, frames=40)
+    eager = VallexDecoder(cuda_model, max_batch=4, capacity_buckets=(128, 256))
+    for a, b in zip(eager.generate(requests, Sampling(greedy=True), return_logits=True),
+                    decoder.generate(requests, Sampling(greedy=True), return_logits=True), strict=True):
+        assert torch.equal(a.codes, b.codes)
+        torch.testing.assert_close(a.ar_logits, b.ar_logits, atol=1e-5, rtol=0)
+    assert decoder.uncaptured_steps == 0

@@ -99,3 +99,47 @@ def test_bad_inputs_are_one_line_errors(stage, prompt):
         stage.encode_prompt(tone(16.0, 8000), "Hello.", "en")
     with pytest.raises(InputError, match="prompt must be a VallexPrompt"):
         stage.run(text="Hi", language="en", prompt="paimon")
+
+
+@pytest.fixture
+def graphs_on_cpu(monkeypatch, cpu_graphs):
+    """The stage's decoder replays graphs on the CPU (the stand-ins of `cpu_graphs`); the captures."""
+    from iris_pipeline.models.vallex.decode import VallexDecoder
+    from iris_pipeline.stages import vallex
+
+    class GraphedOnCpu(VallexDecoder):
+        def __init__(self, model, use_cuda_graph=False, **kwargs):
+            super().__init__(model, **kwargs)
+            self.use_cuda_graph = use_cuda_graph
+
+    monkeypatch.setattr(vallex, "VallexDecoder", GraphedOnCpu)
+    return cpu_graphs
+
+
+def test_prepare_captures_every_bucket_graph_and_release_keeps_them(graphs_on_cpu, prompt):
+    """With graphs on, prepare() captures (batch bucket x capacity bucket) for max_batch, in the
+    stage's sampler; decoding captures nothing more, and release_caches() frees only the rest."""
+    graphed = make_stage(greedy=True, use_cuda_graph=True, max_batch=3, capacity_buckets=[128, 256])
+    assert len(graphs_on_cpu) == 3 * 2 and graphed.decoder.captured_up_front
+    requests = [dict(text=text, language="en", prompt=prompt, num_frames=10, seed=1)
+                for text in ("One.", "Two words.")]
+    plain = make_stage(greedy=True, max_batch=3, capacity_buckets=[128, 256])
+    for a, b in zip(plain.run_batch(requests), graphed.run_batch(requests), strict=True):
+        assert torch.equal(a["codes"], b["codes"])
+    assert len(graphs_on_cpu) == 6 and graphed.decoder.uncaptured_steps == 0
+    assert graphed.release_caches() == 0  # only the pinned caches of the captured graphs exist
+    assert plain.release_caches() > 0 and plain.release_caches() == 0
+
+
+def test_graphs_that_do_not_fit_the_cache_budget_are_refused_at_prepare(graphs_on_cpu):
+    with pytest.raises(ConfigError, match="raise vallex.options.cache_mib") as err:
+        make_stage(use_cuda_graph=True, max_batch=64, capacity_buckets=[4096], cache_mib=1)
+    assert "\n" not in str(err.value)
+
+
+def test_a_decode_over_the_cache_budget_is_one_line_naming_the_option(prompt):
+    small = make_stage(greedy=True, cache_mib=1, capacity_buckets=[64])
+    request = dict(text="Hello there.", language="en", prompt=prompt, num_frames=900)
+    with pytest.raises(ConfigError, match="raise vallex.options.cache_mib") as err:
+        small.run_batch([request])
+    assert "\n" not in str(err.value)
