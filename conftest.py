@@ -1,17 +1,22 @@
 """Root pytest wiring: markers, command-line options, and the fixtures every suite shares.
 
 `gpu`-marked tests are skipped, with the reason shown, where no CUDA device is present, so
-`pytest -m gpu` on a CPU machine reports skips and never passes or errors.
+`pytest -m gpu` on a CPU machine reports skips and never passes or errors. Where a GPU is required
+(`IRIS_REQUIRE_GPU=1`, set by the GPU perf workflow), a session that collects `gpu` tests without a
+usable CUDA device fails at collection with one line instead: a gate that did not run on a GPU must
+never read as passed.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 import torch
 
 DEFAULT_CLIP_LENGTHS = "5,10,30"
+REQUIRE_GPU_ENV = "IRIS_REQUIRE_GPU"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -24,13 +29,37 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="engine cache directory (default: engines/ at the repository root)")
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # pytest-xdist registers it too where installed; the perf suite puts its tests in one group
+    config.addinivalue_line("markers", "xdist_group(name): pytest-xdist runs a group's tests in one worker")
+
+
 def _cuda_reason() -> str | None:
     if not torch.cuda.is_available():
         return "needs a CUDA device: torch.cuda.is_available() is False on this machine"
     return None
 
 
+def _usable_cuda_reason() -> str | None:
+    """Why no CUDA device can run work here (None: one can): available, and a tensor can be made on it."""
+    reason = _cuda_reason()
+    if reason is not None:
+        return reason
+    try:
+        torch.ones(1, device="cuda").add_(1)
+        torch.cuda.synchronize()
+    except RuntimeError as exc:
+        return f"CUDA is present but unusable: {str(exc).splitlines()[0]}"
+    return None
+
+
+@pytest.hookimpl(trylast=True)  # after `-m` / `-k` deselection: only the gpu tests that will run count
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    gpu_items = [item for item in items if item.get_closest_marker("gpu") is not None]
+    if os.environ.get(REQUIRE_GPU_ENV) == "1" and gpu_items:
+        reason = _usable_cuda_reason()
+        if reason is not None:
+            raise pytest.UsageError(f"{REQUIRE_GPU_ENV}=1 but {len(gpu_items)} gpu tests cannot run: {reason}")
     reason = _cuda_reason()
     if reason is None:
         return

@@ -3,12 +3,15 @@
 A file is written to a hidden temporary file in the same directory, flushed and fsync'ed, then
 renamed over the final name with `os.replace` (atomic on POSIX and Windows), and the directory is
 fsync'ed so the rename survives a crash. A reader sees the old file or the new one, never a mix; a
-writer killed mid-way leaves at most a hidden `.<name>.*.tmp` file beside it.
+writer killed mid-way leaves at most a hidden `.<name>.<pid>.*.tmp` file beside it; the writer's
+process id in the name lets the next run remove the files of processes that no longer exist
+(`remove_stale_temp_files`).
 """
 
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,6 +19,45 @@ from pathlib import Path
 from typing import IO, Any
 
 TMP_SUFFIX = ".tmp"
+_TEMP_NAME = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.[^.]+" + re.escape(TMP_SUFFIX) + "$")
+
+
+def create_temp_file(path: Path) -> Path:
+    """A new, empty hidden temporary file beside `path`, named after it and this process's id."""
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=TMP_SUFFIX)
+    os.close(fd)
+    return Path(tmp_name)
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def remove_stale_temp_files(directory: str | Path) -> list[Path]:
+    """Remove the temporary files in `directory` left by writers whose process has died; returns them."""
+    removed = []
+    try:
+        candidates = list(Path(directory).glob(f".*{TMP_SUFFIX}"))
+    except OSError:
+        return removed
+    for path in candidates:
+        match = _TEMP_NAME.match(path.name)
+        if match is None or int(match["pid"]) == os.getpid() or _process_exists(int(match["pid"])):
+            continue
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            continue
+        except OSError:  # not ours to remove (permissions): leave it
+            continue
+        removed.append(path)
+    return removed
 
 
 def _fsync_directory(directory: Path) -> None:
@@ -40,12 +82,11 @@ def atomic_open(path: str | Path, mode: str = "w", encoding: str | None = "utf-8
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP_SUFFIX)
-    tmp = Path(tmp_name)
+    tmp = create_temp_file(path)
     try:
         binary = "b" in mode
-        with os.fdopen(fd, mode, encoding=None if binary else encoding,
-                       newline=None if binary else newline) as fh:
+        with open(tmp, mode, encoding=None if binary else encoding,
+                  newline=None if binary else newline) as fh:
             yield fh
             fh.flush()
             os.fsync(fh.fileno())

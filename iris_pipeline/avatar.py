@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from iris_pipeline.cache import DiskCache, content_hash
+from iris_pipeline.cache import DiskCache, EntrySchema, TensorSpec, content_hash
 from iris_pipeline.errors import InputError
 from iris_pipeline.face_detectors import Box, CascadeDetector, FaceDetector
 
@@ -24,7 +24,7 @@ CROP_SIZE = 96
 DEFAULT_PADS = (0, 10, 0, 0)  # top, bottom, left, right
 DEFAULT_SMOOTH_WINDOW = 5
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
-_FORMAT_VERSION = 1  # bump when the cached content changes meaning
+_FORMAT_VERSION = 2  # bump when the cached content changes meaning
 
 Progress = Callable[[str, int, int], None]  # (step, done, total)
 
@@ -187,6 +187,27 @@ def avatar_key(path: Path, fps: float, detector_id: str, pads: Sequence[int], sm
                         int(smooth_window), int(resize_factor))
 
 
+def _boxes_problem(entry) -> str | None:
+    """Boxes must be non-empty and inside their frames (a swapped or edited entry breaks this)."""
+    height, width = entry["frames"].shape[1:3]
+    y1, y2, x1, x2 = entry["boxes"].unbind(1)
+    if bool(((y1 < 0) | (x1 < 0) | (y2 > height) | (x2 > width) | (y2 <= y1) | (x2 <= x1)).any()):
+        return f"a face box lies outside its {width}x{height} frame or is empty"
+    if entry["still"] and entry["frames"].shape[0] != 1:
+        return "a still image with more than one frame"
+    return None
+
+
+# N frames; a still image has N == 1 (looped)
+AVATAR_SCHEMA = EntrySchema(
+    tensors={"frames": TensorSpec(torch.uint8, ("N", "H", "W", 3)),
+             "boxes": TensorSpec(torch.int64, ("N", 4)),
+             "crops": TensorSpec(torch.uint8, ("N", CROP_SIZE, CROP_SIZE, 3))},
+    values={"fps": float, "still": bool},
+    check=_boxes_problem,
+)
+
+
 def prepare_avatar(path: str | Path, fps: float = 25.0, detector: FaceDetector | None = None,
                    cache: DiskCache | None = None, pads: Sequence[int] = DEFAULT_PADS,
                    smooth_window: int = DEFAULT_SMOOTH_WINDOW, resize_factor: int = 1,
@@ -204,8 +225,8 @@ def prepare_avatar(path: str | Path, fps: float = 25.0, detector: FaceDetector |
     detector = detector if detector is not None else CascadeDetector()
     key = avatar_key(path, fps, detector.cache_id, pads, smooth_window, resize_factor)
     if cache is not None:
-        hit = cache.get(key)
-        if hit is not None:
+        hit = cache.get(key, AVATAR_SCHEMA)
+        if hit is not None and hit["fps"] == float(fps):
             return Avatar(hit["frames"], hit["boxes"], hit["crops"], float(hit["fps"]), bool(hit["still"]),
                           str(path), key)
     if progress is not None:

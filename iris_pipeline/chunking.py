@@ -210,9 +210,10 @@ class ChunkPlan:
     def oversized(self) -> tuple[TextChunk, ...]:
         return tuple(c for c in self.chunks if c.oversized)
 
-    def unit_targets(self, total_units: int) -> tuple[int, ...]:
-        """`total_units` (e.g. VALL-E X frames) split over the chunks by expected duration; exact sum."""
-        return allocate_units([c.expected_seconds for c in self.chunks], total_units)
+    def unit_targets(self, total_units: int, minimums: Sequence[int] | None = None) -> tuple[int, ...]:
+        """`total_units` (e.g. VALL-E X frames) split over the chunks by expected duration, each at
+        least its minimum; exact sum."""
+        return allocate_units([c.expected_seconds for c in self.chunks], total_units, minimums)
 
 
 def _cut_positions(text: str, start: int, end: int, level: int, language: str) -> list[int]:
@@ -305,19 +306,24 @@ def plan_chunks(text: str, language: str, chunk_seconds: float = 10.0,
     return ChunkPlan(script=script, language=language, chunk_seconds=chunk_seconds, chunks=chunks)
 
 
-def allocate_units(weights: Sequence[float], total: int) -> tuple[int, ...]:
-    """Split `total` integer units over `weights`: 1 each, the rest by largest remainders (ties: first).
+def allocate_units(weights: Sequence[float], total: int, minimums: Sequence[int] | None = None) -> tuple[int, ...]:
+    """Split `total` integer units over `weights`: each its minimum (default 1), the rest by largest
+    remainders (ties: first).
 
-    The result sums to `total` exactly; a weight of 0 gets only its minimum of 1.
+    The result sums to `total` exactly; a weight of 0 gets only its minimum.
     """
     count = len(weights)
     if count == 0:
         raise InputError("chunk weights: at least one chunk is needed")
     if any(not (w >= 0 and math.isfinite(w)) for w in weights):
         raise InputError(f"chunk weights: must be finite and >= 0, got {list(weights)}")
-    if total < count:
-        raise InputError(f"total units: {total} cannot give each of the {count} chunks at least one")
-    rest = total - count
+    floor_units = [1] * count if minimums is None else [max(1, int(m)) for m in minimums]
+    if len(floor_units) != count:
+        raise InputError(f"chunk minimums: {len(floor_units)} given for {count} chunks")
+    if total < sum(floor_units):
+        raise InputError(f"total units: {total} cannot give each of the {count} chunks its minimum "
+                         f"({sum(floor_units)} in all)")
+    rest = total - sum(floor_units)
     weight_sum = math.fsum(weights)
     if weight_sum == 0:
         shares = [Fraction(rest, count)] * count
@@ -330,7 +336,7 @@ def allocate_units(weights: Sequence[float], total: int) -> tuple[int, ...]:
     order = sorted(range(count), key=lambda i: (-(shares[i] - floors[i]), i))
     for i in order[:leftover]:
         floors[i] += 1
-    return tuple(1 + f for f in floors)
+    return tuple(m + f for m, f in zip(floor_units, floors, strict=True))
 
 
 # --- audio stitching -------------------------------------------------------------------------------
@@ -456,6 +462,7 @@ _MEL_SR = WAV2LIP_MEL.sample_rate
 _MEL_HOP = WAV2LIP_MEL.hop_length
 _MEL_HALF_WINDOW = WAV2LIP_MEL.n_fft // 2
 _MEL_FPS = Fraction(_MEL_SR, _MEL_HOP)  # 80 columns per second
+MEL_WINDOW_SECONDS = float(MEL_WINDOW / _MEL_FPS)  # the shortest clip with a frame: 0.2 s
 
 
 def _fps(value: float | int | Fraction) -> Fraction:
@@ -640,15 +647,17 @@ def wav2lip_mel_prefix(prefix: torch.Tensor, sample_rate: int,
 
 
 def wav2lip_mel_columns(prefix: torch.Tensor, sample_rate: int, start_column: int,
-                        total_samples: int | None = None) -> torch.Tensor:
+                        total_samples: int | None = None, prefix_start: int = 0) -> torch.Tensor:
     """Columns [start_column, R) of the whole clip's `audio.wav2lip_mel`, R as in `wav2lip_mel_prefix`.
 
     Reads only the audio those columns depend on (the resampler's and the STFT's reach before
     `start_column`), so a streaming caller pays for each column once, not for the whole prefix again.
+    `prefix` may hold the clip's samples from `prefix_start` on only (a streaming caller keeps no
+    more than `mel_audio_start(start_column)` onwards), so memory does not grow with the clip.
     """
     if prefix.ndim != 1:
         raise InputError(f"audio prefix: expected 1-D samples, got shape {tuple(prefix.shape)}")
-    n = prefix.shape[0]
+    n = prefix_start + prefix.shape[0]
     if total_samples is not None and n > total_samples:
         raise InputError(f"audio prefix: {n} samples, longer than the clip's {total_samples}")
     whole = total_samples is not None and n == total_samples
@@ -656,12 +665,15 @@ def wav2lip_mel_columns(prefix: torch.Tensor, sample_rate: int, start_column: in
     start_column = max(0, start_column)
     if start_column >= end_column:
         return torch.zeros(WAV2LIP_MEL.n_mels, 0, dtype=torch.float32, device=prefix.device)
+    if prefix_start > mel_audio_start(start_column, sample_rate):
+        raise InputError(f"audio prefix: starts at sample {prefix_start}, column {start_column} needs "
+                         f"the audio from sample {mel_audio_start(start_column, sample_rate)}")
     final16 = final_resampled_samples(n, sample_rate, total_samples)
-    first16 = _MEL_HOP * start_column - _MEL_HALF_WINDOW - 1  # one more sample for the pre-emphasis
+    first16 = _first_resampled_sample(start_column)
     if first16 < 0:  # the first columns see the reflection at the start: compute from the beginning
         x16 = resample_soxr_hq(prefix, sample_rate, _MEL_SR)
         return wav2lip_mel(x16[:final16], _MEL_SR)[:, start_column:end_column]
-    x16 = resampled_range(prefix, sample_rate, first16, final16)
+    x16 = resampled_range(prefix, sample_rate, first16, final16, prefix_start)
     params = WAV2LIP_MEL
     emphasised = x16[1:] - params.preemphasis * x16[:-1]
     if whole:  # the clip's end is here: the centred STFT's reflection at the end
@@ -673,19 +685,42 @@ def wav2lip_mel_columns(prefix: torch.Tensor, sample_rate: int, start_column: in
     return linear_magnitude_to_wav2lip_mel(mel, params)
 
 
-def resampled_range(prefix: torch.Tensor, sample_rate: int, first16: int, end16: int) -> torch.Tensor:
-    """16 kHz samples [first16, end16) of the whole clip's `audio.resample_soxr_hq`, from its prefix.
+def _first_resampled_sample(start_column: int) -> int:
+    """The first 16 kHz sample column `start_column` reads (one more for the pre-emphasis); < 0 when
+    the column sees the reflection at the clip's start."""
+    return _MEL_HOP * start_column - _MEL_HALF_WINDOW - 1
+
+
+def _resampler_input_start(first16: int, sample_rate: int) -> int:
+    """The input sample from which `resampled_range` resamples to get 16 kHz sample `first16` as the
+    whole clip's: a multiple of `down` (so output phases line up: global j = local j + q * up) early
+    enough that `first16` is out of reach of the silence soxr assumes before that start."""
+    if sample_rate == _MEL_SR:
+        return first16
+    ratio = Fraction(_MEL_SR, sample_rate)
+    return max(0, (first16 - soxr_reach(sample_rate)) // ratio.numerator) * ratio.denominator
+
+
+def mel_audio_start(start_column: int, sample_rate: int) -> int:
+    """The first sample of the clip that mel columns from `start_column` on depend on."""
+    first16 = _first_resampled_sample(max(0, start_column))
+    return 0 if first16 < 0 else _resampler_input_start(first16, sample_rate)
+
+
+def resampled_range(prefix: torch.Tensor, sample_rate: int, first16: int, end16: int,
+                    prefix_start: int = 0) -> torch.Tensor:
+    """16 kHz samples [first16, end16) of the whole clip's `audio.resample_soxr_hq`, from its prefix
+    (whose first sample is the clip's sample `prefix_start`).
 
     Resamples only the input those samples need; `end16` must not exceed `final_resampled_samples`
     of the prefix (later samples still depend on audio that has not arrived). Equal to the whole
     clip's samples up to float rounding (soxr filters in blocks).
     """
     if sample_rate == _MEL_SR:
-        return prefix[first16:end16].float()
+        return prefix[first16 - prefix_start:end16 - prefix_start].float()
     ratio = Fraction(_MEL_SR, sample_rate)
     up, down = ratio.numerator, ratio.denominator
-    # start the input at a multiple of `down` (so output phases line up: global j = local j + q * up)
-    # early enough that output first16 is out of reach of the silence soxr assumes before that start
-    q = max(0, (first16 - soxr_reach(sample_rate)) // up)
-    local = resample_soxr_hq(prefix[q * down:], sample_rate, _MEL_SR)
+    start = _resampler_input_start(first16, sample_rate)
+    q = start // down
+    local = resample_soxr_hq(prefix[start - prefix_start:], sample_rate, _MEL_SR)
     return local[first16 - q * up: end16 - q * up]

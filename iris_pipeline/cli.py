@@ -6,6 +6,7 @@ non-zero exit code, never a traceback.
 
 from __future__ import annotations
 
+import errno
 import importlib
 import sys
 
@@ -37,6 +38,12 @@ def main() -> None:
     except IrisError as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(exc.exit_code)
+    except OSError as exc:  # a full disk is the environment, not a bug: one line, whatever wrote
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        where = f" writing {exc.filename}" if exc.filename else ""
+        typer.echo(f"error: no space left on the device{where}", err=True)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

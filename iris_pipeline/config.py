@@ -57,6 +57,15 @@ class ChunkingConfig(_Strict):
     crossfade_ms: float = Field(default=20.0, ge=0.0, le=500.0)
 
 
+class ScriptLimits(_Strict):
+    """The longest job accepted, checked before any model loads. The defaults allow about 10 minutes
+    of speech (English reads ~14 characters and ~2.5 words per second) with some margin."""
+
+    max_characters: int = Field(default=10_000, ge=1)
+    max_words: int = Field(default=2_000, ge=1)
+    max_seconds: float = Field(default=660.0, gt=0, description="expected speech of the script, and --seconds")
+
+
 class VideoConfig(_Strict):
     fps: float = Field(default=25.0, ge=1.0, le=120.0)
 
@@ -73,6 +82,7 @@ class PipelineConfig(_Strict):
     wav2lip: StageConfig = Field(default_factory=StageConfig)
     chunking: ChunkingConfig = Field(default_factory=ChunkingConfig)
     video: VideoConfig = Field(default_factory=VideoConfig)
+    limits: ScriptLimits = Field(default_factory=ScriptLimits)
     lipsync_features: Literal["fastpitch", "speech"] = "fastpitch"
     max_reference_seconds: float = Field(default=30.0, gt=1.0)
     seed: int = 0
@@ -133,19 +143,39 @@ class TargetSet(_Strict):
 
 
 class Targets(_Strict):
-    """Default targets, optionally overridden per GPU model (keyed by NVML device name)."""
+    """Default targets, optionally overridden per GPU model (keyed by part of the NVML device name).
+
+    An override merges into the default per clip length and per figure: it replaces only the figures
+    it names (`null` removes that gate on that GPU), and its clip lengths add to the default's.
+    `marginal` is the gate policy for MARGINAL verdicts (an interval still straddling the target at
+    the run cap): `fail` (default) or `pass`.
+    """
 
     default: TargetSet
     per_gpu: dict[str, TargetSet] = Field(default_factory=dict)
+    marginal: Literal["pass", "fail"] = "fail"
     source: str | None = None
 
+    def override_key(self, gpu_name: str | None) -> str | None:
+        """The `per_gpu` key contained in `gpu_name` (case-insensitive; the longest when several are)."""
+        if not gpu_name:
+            return None
+        keys = [k for k in self.per_gpu if k.lower() in gpu_name.lower()]
+        return max(keys, key=len) if keys else None
+
     def for_gpu(self, gpu_name: str | None) -> TargetSet:
-        """The override whose key is contained in `gpu_name` (case-insensitive), else the default."""
-        if gpu_name:
-            for key, target_set in self.per_gpu.items():
-                if key.lower() in gpu_name.lower():
-                    return target_set
-        return self.default
+        """The default targets with the matching override merged in, clip length by clip length and
+        figure by figure."""
+        key = self.override_key(gpu_name)
+        if key is None:
+            return self.default
+        override = self.per_gpu[key]
+        clips = dict(self.default.clips)
+        for clip_s, figures in override.clips.items():
+            named = {name: getattr(figures, name) for name in figures.model_fields_set}
+            base = clips.get(clip_s, ClipTargets())
+            clips[clip_s] = base.model_copy(update=named)
+        return TargetSet(clips=clips)
 
     def for_clip(self, clip_seconds: float, gpu_name: str | None = None) -> ClipTargets | None:
         return self.for_gpu(gpu_name).clips.get(float(clip_seconds))
@@ -202,7 +232,9 @@ def _read_yaml(path: Path) -> Any:
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
-        raise ConfigError(f"{path}: cannot read config file ({exc.strerror or exc})") from exc
+        raise ConfigError(f"{path}: cannot read config file ({exc.strerror or exc})") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}); save the config as UTF-8") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:

@@ -23,6 +23,7 @@ import math
 import queue
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,8 +40,10 @@ from iris_pipeline.placement import Placement, Ready
 
 CODEC_RATE = 24000  # VALL-E X speech, samples per second
 CODEC_HOP = 320  # samples per EnCodec frame: 75 frames per second
+CODEC_FRAME_RATE = CODEC_RATE // CODEC_HOP
 MIN_REFERENCE_SECONDS = 1.0
 _QUEUE_DEPTH = 4  # chunks buffered between two workers: bounds memory, keeps the stages busy
+_PROMPTS_KEPT = 16  # voices whose VALL-E X prompt stays in memory (least recently used dropped)
 
 
 @dataclass
@@ -171,6 +174,50 @@ def _shift(timing: Any, offset_s: float) -> Any:
                            "end_s": timing.end_s + offset_s})
 
 
+class ClipTally:
+    """What a consumer that writes each chunk out as it comes needs at the end, without keeping chunks:
+    sample and frame counts, the words in clip time (the subtitles), and the timings of the run.
+
+    `add(chunk)` reads what it needs from the chunk; the caller then drops the chunk, so memory
+    does not grow with the clip (only the words do, a few bytes per word).
+    """
+
+    def __init__(self, handle: JobHandle):
+        self.handle = handle
+        self.samples = 0
+        self.frames = 0
+        self.chunks = 0
+        self.words: list = []
+        self._first_ready: float | None = None
+        self._last_ready = 0.0
+
+    def add(self, chunk: ChunkOutput) -> None:
+        offset = chunk.speech_start / CODEC_RATE
+        self.words += [_shift(w, offset) for w in chunk.words]
+        self.samples += int(chunk.speech.shape[0])
+        self.frames += int(chunk.frames.shape[0])
+        self.chunks += 1
+        if self._first_ready is None:
+            self._first_ready = chunk.ready_at
+        self._last_ready = chunk.ready_at
+
+    @property
+    def seconds(self) -> float:
+        return self.samples / CODEC_RATE
+
+    @property
+    def latency_ms(self) -> float:
+        return (self._last_ready - self.handle.submitted_at) * 1e3
+
+    @property
+    def first_chunk_ms(self) -> float:
+        return ((self._first_ready or self._last_ready) - self.handle.submitted_at) * 1e3
+
+    @property
+    def stage_ms(self) -> dict[str, float]:
+        return self.handle.timer.totals_ms() if self.handle.timer is not None else {}
+
+
 @dataclass
 class _SpeechChunk:
     handle: JobHandle
@@ -201,13 +248,44 @@ class _FramesRequest:
 
 @dataclass
 class _LipsyncState:
-    """Per-job state of the lipsync worker: stitched audio so far and the frames already requested."""
+    """Per-job state of the lipsync worker, bounded whatever the clip's length: the stitcher's overlap
+    tail, the audio that mel columns still to come depend on (speech mode), the lip-sync mel columns
+    that frames still to come read, and counters."""
 
     stitcher: chunking.AudioStitcher
-    audio: list[torch.Tensor] = field(default_factory=list)
-    samples: int = 0
-    mel_parts: list[torch.Tensor] = field(default_factory=list)  # the clip's lip-sync mel, in pieces
+    samples: int = 0  # stitched samples so far
+    audio: torch.Tensor | None = None  # stitched samples [audio_start, samples) (speech mode)
+    audio_start: int = 0
+    mel: torch.Tensor | None = None  # lip-sync mel columns [mel_start, mel_start + mel.shape[1])
+    mel_start: int = 0
     frames_done: int = 0
+
+    def append_mel(self, columns: torch.Tensor) -> torch.Tensor:
+        """The kept columns followed by `columns` (the next ones in clip order)."""
+        self.mel = columns if self.mel is None else torch.cat([self.mel, columns], dim=1)
+        return self.mel
+
+    @property
+    def mel_columns(self) -> int:
+        return self.mel_start + (0 if self.mel is None else self.mel.shape[1])
+
+    def drop_mel_before(self, column: int) -> None:
+        """Forget the columns before `column` (no frame still to come reads them); copies the rest so
+        the dropped columns' memory is freed, not pinned by a view."""
+        cut = column - self.mel_start
+        if self.mel is not None and cut > 0:
+            self.mel = self.mel[:, cut:].clone()
+            self.mel_start = column
+
+    def append_audio(self, body: torch.Tensor) -> torch.Tensor:
+        self.audio = body if self.audio is None else torch.cat([self.audio, body])
+        return self.audio
+
+    def drop_audio_before(self, sample: int) -> None:
+        cut = sample - self.audio_start
+        if self.audio is not None and cut > 0:
+            self.audio = self.audio[cut:].clone()
+            self.audio_start = sample
 
 
 class Pipeline:
@@ -226,7 +304,7 @@ class Pipeline:
         self._lipsync_in: queue.Queue = queue.Queue(maxsize=_QUEUE_DEPTH)
         self._render_in: queue.Queue = queue.Queue(maxsize=_QUEUE_DEPTH)
         self._lipsync_state: dict[int, _LipsyncState] = {}
-        self._prompts: dict[tuple, Any] = {}
+        self._prompts: OrderedDict[tuple, Any] = OrderedDict()
         self._prompts_lock = threading.Lock()
         self._closed = False
 
@@ -296,14 +374,31 @@ class Pipeline:
     # --- jobs -----------------------------------------------------------------------------------
 
     def check_job(self, job: Job) -> None:
-        """Refuse bad input before any work starts (one clear line)."""
+        """Refuse bad input before any work starts (one clear line): empty or unspeakable text, a
+        script past `config.limits`, a bad reference, `seconds` out of range or too short for the text."""
         if not job.text or not job.text.strip():
             raise InputError("text: the script is empty")
-        chunking.plan_chunks(job.text, job.language)  # unsupported language -> one clear line
+        if not any(ch.isalnum() for ch in job.text):
+            raise InputError("text: nothing to speak (the script has no letter or digit)")
+        limits = self.config.limits
+        words = len(job.text.split())
+        if len(job.text) > limits.max_characters or words > limits.max_words:
+            raise InputError(f"text: {len(job.text)} characters, {words} words; the limit is "
+                             f"{limits.max_characters} characters and {limits.max_words} words "
+                             f"(limits.max_characters / limits.max_words in the config)")
+        plan = self._chunk_plan(job)  # unsupported language -> one clear line
+        if plan.expected_seconds > limits.max_seconds:
+            raise InputError(f"text: about {plan.expected_seconds:.0f} s of speech; the limit is "
+                             f"{limits.max_seconds:g} s (limits.max_seconds in the config)")
         check_waveform(job.reference, name="reference", min_seconds=MIN_REFERENCE_SECONDS,
                        max_seconds=self.config.max_reference_seconds)
-        if job.seconds is not None and not (0 < job.seconds <= 3600):
-            raise InputError(f"seconds: must be in (0, 3600], got {job.seconds}")
+        if job.seconds is not None:
+            if not (0 < job.seconds <= limits.max_seconds):
+                raise InputError(f"seconds: must be in (0, {limits.max_seconds:g}], got {job.seconds:g}")
+            needed = sum(self._min_chunk_frames([c.text for c in plan.chunks]))
+            if round(job.seconds * CODEC_FRAME_RATE) < needed:
+                raise InputError(f"seconds: {job.seconds:g} s is too short for the text: aligning it needs "
+                                 f"at least {needed / CODEC_FRAME_RATE:.2f} s of speech")
 
     def submit(self, job: Job) -> JobHandle:
         """Queue a job; its chunks arrive through the returned handle."""
@@ -342,6 +437,8 @@ class Pipeline:
         key = (tensor_hash(job.reference.samples), job.reference.sample_rate, job.transcript, job.language)
         with self._prompts_lock:
             prompt = self._prompts.get(key)
+            if prompt is not None:
+                self._prompts.move_to_end(key)
         if prompt is not None:
             return prompt
         reference = job.reference
@@ -356,26 +453,42 @@ class Pipeline:
         with self.placement.on("vallex"), handle.timer.region("vallex_prompt", vallex_device):
             self.placement.accept("vallex", converted, [reference.samples])
             prompt = self.stages["vallex"].encode_prompt(reference.to(vallex_device), job.transcript, job.language)
-        with self._prompts_lock:
+        with self._prompts_lock:  # bounded: a server sees any number of voices
             self._prompts[key] = prompt
+            while len(self._prompts) > _PROMPTS_KEPT:
+                self._prompts.popitem(last=False)
         return prompt
 
-    def _plan(self, handle: JobHandle) -> tuple[list[str], list[int | None], int | None]:
-        """Chunk texts, VALL-E X frames per chunk (overlap included), and the clip's imposed length."""
-        job, chunk_cfg = handle.job, self.config.chunking
+    def _chunk_plan(self, job: Job) -> chunking.ChunkPlan:
+        chunk_cfg = self.config.chunking
         if chunk_cfg.enabled:
-            plan = chunking.plan_chunks(job.text, job.language, chunk_seconds=chunk_cfg.chunk_seconds,
+            return chunking.plan_chunks(job.text, job.language, chunk_seconds=chunk_cfg.chunk_seconds,
                                         first_chunk_seconds=chunk_cfg.first_chunk_seconds)
-        else:
-            plan = chunking.plan_chunks(job.text, job.language, chunk_seconds=math.inf)
+        return chunking.plan_chunks(job.text, job.language, chunk_seconds=math.inf)
+
+    def _min_chunk_frames(self, texts: list[str]) -> list[int]:
+        """Nominal VALL-E X frames each chunk needs at least: what FastPitch's aligner needs for its
+        text (one mel frame per symbol), and one Wav2Lip window; one frame of margin."""
+        aligner = stage_class("fastpitch").min_speech_seconds if "fastpitch" in self.config.stages else None
+        return [math.ceil(max(chunking.MEL_WINDOW_SECONDS, aligner(text) if aligner else 0.0) * CODEC_FRAME_RATE) + 1
+                for text in texts]
+
+    def _plan(self, handle: JobHandle) -> tuple[list[str], list[int | None], list[int], int | None]:
+        """Chunk texts, VALL-E X frames per chunk (imposed, or None), the least frames per chunk (both
+        with the overlap included), and the clip's imposed length."""
+        job = handle.job
+        plan = self._chunk_plan(job)
         texts = [c.text for c in plan.chunks]
-        if job.seconds is None:
-            return texts, [None] * len(texts), None
-        total_frames = max(len(texts), round(job.seconds * CODEC_RATE / CODEC_HOP))
-        targets = list(plan.unit_targets(total_frames))
         overlap_frames = self._overlap_samples() // CODEC_HOP
-        frames = [t + (overlap_frames if k < len(targets) - 1 else 0) for k, t in enumerate(targets)]
-        return texts, frames, total_frames * CODEC_HOP
+        extra = [overlap_frames if k < len(texts) - 1 else 0 for k in range(len(texts))]
+        least = self._min_chunk_frames(texts)
+        minimums = [m + e for m, e in zip(least, extra, strict=True)]
+        if job.seconds is None:
+            return texts, [None] * len(texts), minimums, None
+        total_frames = max(sum(least), round(job.seconds * CODEC_RATE / CODEC_HOP))
+        targets = plan.unit_targets(total_frames, least)
+        frames = [t + e for t, e in zip(targets, extra, strict=True)]
+        return texts, frames, minimums, total_frames * CODEC_HOP
 
     def _overlap_samples(self) -> int:
         return chunking.crossfade_samples(self.config.chunking.crossfade_ms, CODEC_RATE, granularity=CODEC_HOP)
@@ -403,23 +516,25 @@ class Pipeline:
             self._run_tts_batch(batch)
 
     def _run_tts_batch(self, handles: list[JobHandle]) -> None:
-        live: list[tuple[JobHandle, Any, list[str], list[int | None], int | None]] = []
+        live: list[tuple[JobHandle, Any, list[str], list[int | None], list[int], int | None]] = []
         for handle in handles:
             try:
-                texts, frames, total = self._plan(handle)
+                texts, frames, minimums, total = self._plan(handle)
                 self._notify("plan", handle.job.job_id, 0, len(texts))
-                live.append((handle, self._voice(handle), texts, frames, total))
+                live.append((handle, self._voice(handle), texts, frames, minimums, total))
             except BaseException as exc:  # noqa: BLE001 - delivered to the job's consumer
                 handle._deliver(_Failure(exc))
         device = self.placement.devices["vallex"]
-        for k in range(max((len(t) for _, _, t, _, _ in live), default=0)):
+        for k in range(max((len(entry[2]) for entry in live), default=0)):
             if self._closed:
                 for entry in live:
                     self._abandon(entry[0])
                 return
             group = [entry for entry in live if k < len(entry[2])]
+            # VALL-E X may stop at EOS only once the chunk is long enough to align (min_frames)
             requests = [dict(text=texts[k], language=h.job.language, prompt=prompt, num_frames=frames[k],
-                             seed=h.job.seed + k) for h, prompt, texts, frames, _ in group]
+                             seed=h.job.seed + k, **({"min_frames": minimums[k]} if frames[k] is None else {}))
+                        for h, prompt, texts, frames, minimums, _ in group]
             try:
                 start = time.perf_counter()
                 with self.placement.on("vallex"):
@@ -433,7 +548,7 @@ class Pipeline:
                     entry[0]._deliver(_Failure(exc))
                     live.remove(entry)
                 continue
-            for (handle, _, texts, _, total), samples in zip(group, speech, strict=True):
+            for (handle, _, texts, _, _, total), samples in zip(group, speech, strict=True):
                 # a batch's wall time is every member's stage time: each waited for all of it
                 handle.timer.add_ms("vallex", elapsed_ms)
                 self._notify("vallex", handle.job.job_id, k, len(texts))
@@ -477,7 +592,6 @@ class Pipeline:
         fp_device = self.placement.devices.get("fastpitch", self.placement.devices["wav2lip"])
         body = state.stitcher.push(item.speech.float().to(fp_device), last=last)
         speech_start = state.samples
-        state.audio.append(body)
         state.samples += body.shape[0]
         total = state.samples if last else item.total_samples
 
@@ -488,18 +602,18 @@ class Pipeline:
             timings, words = out["timings"], out["words"]
             self._notify("fastpitch", job_id, item.index, item.count)
         if self.config.lipsync_features == "fastpitch" and "fastpitch" in self.stages:
-            state.mel_parts.append(self._place_chunk_mel(out["lipsync_mel"], speech_start, body.shape[0]))
-            mel_all = torch.cat(state.mel_parts, dim=1)
-            ready = mel_all.shape[1] if not last else chunking.wav2lip_mel_frames(state.samples, CODEC_RATE)
-            mel_all = _pad_columns(mel_all, ready)
+            state.append_mel(self._place_chunk_mel(out["lipsync_mel"], speech_start, body.shape[0]))
+            ready = state.mel_columns if not last else chunking.wav2lip_mel_frames(state.samples, CODEC_RATE)
+            state.mel = _pad_columns(state.mel, ready - state.mel_start)
         else:
             with handle.timer.region("speech_mel", fp_device):
                 # only the columns that became final: each column is computed once per clip
-                have = sum(part.shape[1] for part in state.mel_parts)
-                state.mel_parts.append(chunking.wav2lip_mel_columns(torch.cat(state.audio), CODEC_RATE, have,
-                                                                    total_samples=total))
-                mel_all = torch.cat(state.mel_parts, dim=1)
-            ready = mel_all.shape[1]
+                have = state.mel_columns
+                audio = state.append_audio(body)
+                state.append_mel(chunking.wav2lip_mel_columns(audio, CODEC_RATE, have, total_samples=total,
+                                                              prefix_start=state.audio_start))
+                state.drop_audio_before(chunking.mel_audio_start(state.mel_columns, CODEC_RATE))
+            ready = state.mel_columns
 
         # before the last chunk the clip's end is not needed: frames_ready() never reaches the clamp
         final_samples = state.samples if last else (total or state.samples + CODEC_RATE * 3600)
@@ -511,16 +625,21 @@ class Pipeline:
             raise InputError(f"speech: {state.samples / CODEC_RATE:.3f} s is shorter than one Wav2Lip "
                              f"window (0.2 s); no frame can be rendered")
         total_mel = timeline.mel_frames if last else ready
+        fps = self.config.video.fps
         if frame_count:
-            mel_start = chunking.mel_window_start(frame_start, self.config.video.fps, total_mel)
-            mel_end = chunking.mel_window_start(frames_end - 1, self.config.video.fps, total_mel) + chunking.MEL_WINDOW
+            mel_start = chunking.mel_window_start(frame_start, fps, total_mel)
+            mel_end = chunking.mel_window_start(frames_end - 1, fps, total_mel) + chunking.MEL_WINDOW
         else:
             mel_start = mel_end = 0
+        mel = state.mel[:, mel_start - state.mel_start:mel_end - state.mel_start].clone() if frame_count \
+            else state.mel[:, :0].clone()
         state.frames_done = frames_end
         if last:
             self._lipsync_state.pop(job_id, None)
+        else:  # later frames read from their own window start on, or from the clamped last window
+            state.drop_mel_before(min(chunking.unclamped_window_start(frames_end, fps), ready - chunking.MEL_WINDOW))
         # body and mel are read on Wav2Lip's stream, by the render worker
-        return _FramesRequest(handle, item.index, last, body, speech_start, mel_all[:, mel_start:mel_end],
+        return _FramesRequest(handle, item.index, last, body, speech_start, mel,
                               mel_start, total_mel, frame_start, frame_count, timings, words,
                               self.placement.ready(self._lipsync_stage))
 
@@ -590,3 +709,10 @@ def _default_stage(name: str, config: PipelineConfig, device: torch.device) -> A
     from iris_pipeline.stages import build_stage
 
     return build_stage(name, config, device)
+
+
+def stage_class(name: str) -> Any:
+    """A stage's class, for what it can tell without being built (imported lazily, as above)."""
+    from iris_pipeline.stages import stage_class as lookup
+
+    return lookup(name)

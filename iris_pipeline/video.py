@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from iris_pipeline.atomic import create_temp_file
 from iris_pipeline.audio import WAV2LIP_MEL, Waveform, wav2lip_mel_frames
 from iris_pipeline.errors import InputError
 
@@ -101,9 +101,7 @@ class Mp4Writer:
         self.fps = fps_fraction(fps)
         self.width, self.height = int(width), int(height)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.stem}-", suffix=".mp4.tmp")
-        os.close(fd)
-        self._tmp = Path(tmp)
+        self._tmp = create_temp_file(self.path)
         try:
             self._container = av.open(str(self._tmp), mode="w", format="mp4")
         except BaseException:

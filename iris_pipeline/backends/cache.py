@@ -5,8 +5,11 @@ Each entry is a directory `<root>/<graph>/<digest>/` holding the artifact files 
 every input that makes an artifact invalid (`EngineKey`). A per-key file lock serialises building and
 loading, so two processes never build the same entry twice and never read half of one: a build goes
 to a temporary directory renamed into place when complete. An entry whose manifest does not match
-its key or its files (stale, foreign, truncated) is removed and rebuilt, never loaded. Build
-attempts, successes, cache hits and seconds are counted in `<root>/stats.json`.
+its key or its files (stale, foreign, truncated), or whose manifest is not a manifest at all (any
+JSON of the wrong shape), is removed and rebuilt, never loaded; listing and pruning treat such an
+entry as unreadable and never fail on it. A build that fails for any reason other than bad input
+is reported as one `EngineBuildError` line (the full error and the log's tail stay in the
+manifest). Build attempts, successes, cache hits and seconds are counted in `<root>/stats.json`.
 """
 
 from __future__ import annotations
@@ -24,9 +27,11 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from filelock import FileLock
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from iris_pipeline.atomic import atomic_open
 from iris_pipeline.backends.fingerprint import DeviceFingerprint, canonical_json
+from iris_pipeline.cache import report_to_stderr
 from iris_pipeline.errors import IrisError
 
 MANIFEST_NAME = "manifest.json"
@@ -177,6 +182,48 @@ class CacheStats:
         return {"graphs": {k: asdict(v) for k, v in self.graphs.items()}, "total": asdict(self.total)}
 
 
+class _FileFacts(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    size: int = Field(ge=0)
+    sha256: str = Field(pattern="^[0-9a-f]{64}$")
+
+
+class _ManifestSchema(BaseModel):
+    """The shape every manifest must have (`_build` writes it); any other JSON is unreadable."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+
+    outcome: str
+    key: str | None = None
+    key_fields: dict[str, Any] | None = None
+    graph: str | None = None
+    backend: str | None = None
+    precision: str | None = None
+    artifact: str | None = None
+    files: dict[str, _FileFacts] = Field(default_factory=dict)
+    info: dict[str, Any] = Field(default_factory=dict)
+    size_bytes: int = Field(default=0, ge=0)
+    build_seconds: float | int | None = None
+    finished_at: str | None = None
+
+
+def read_manifest(path: Path) -> tuple[dict[str, Any] | None, str]:
+    """A manifest file's content when it is a manifest of the right shape, else None and why not."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # UnicodeDecodeError is a ValueError
+        return None, "unreadable manifest"
+    try:
+        _ManifestSchema.model_validate(data)
+    except ValidationError as exc:
+        loc = exc.errors()[0]["loc"]
+        if not loc:
+            return None, f"malformed manifest (a JSON {type(data).__name__}, not an object)"
+        return None, f"malformed manifest ({'.'.join(str(part) for part in loc)}: {exc.errors()[0]['msg']})"
+    return data, "ok"
+
+
 def _sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
@@ -222,10 +269,9 @@ class EngineCache:
         manifest_path = directory / MANIFEST_NAME
         if not manifest_path.exists():
             return None, "absent" if not directory.exists() else "no manifest"
-        try:
-            manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return None, "unreadable manifest"
+        manifest, problem = read_manifest(manifest_path)
+        if manifest is None:
+            return None, problem
         if manifest.get("outcome") != "success":
             return None, f"last build {manifest.get('outcome', 'unknown')}"
         if manifest.get("key") != key.digest or manifest.get("key_fields") != key.fields():
@@ -275,6 +321,8 @@ class EngineCache:
                     self._count(key.graph, hits=1, load_seconds=load_s)
                     return Cached(value, entry, True, 0.0, load_s)
             invalid = reason not in ("absent",)
+            if invalid:
+                report_to_stderr(f"warning: engine cache entry {self.entry_dir(key)}: {reason}; rebuilding it")
             entry, build_s = self._build(key, build, reason if invalid else None)
             start = time.perf_counter()
             value = load(entry)
@@ -307,6 +355,7 @@ class EngineCache:
         except BaseException as exc:
             build_s = time.perf_counter() - start
             outcome = "refused" if isinstance(exc, EngineRefusedError) else "failed"
+            stopped = not isinstance(exc, Exception)  # Ctrl-C and the like: record, then let it through
             log(f"{outcome}: {type(exc).__name__}: {exc}")
             manifest.update(
                 outcome=outcome,
@@ -322,7 +371,13 @@ class EngineCache:
                 build_seconds=build_s,
                 **({"refused": 1} if outcome == "refused" else {"failures": 1}),
             )
-            raise
+            if stopped or isinstance(exc, IrisError):
+                raise
+            first = (str(exc).strip().splitlines() or [""])[0][:300]
+            raise EngineBuildError(
+                f"{key.graph}: the {key.backend} build failed ({type(exc).__name__}: {first}); "
+                f"details in {final / MANIFEST_NAME}"
+            ) from exc
         build_s = time.perf_counter() - start
         files = {}
         for path in sorted(workdir.iterdir()):
@@ -382,10 +437,16 @@ class EngineCache:
         except (OSError, ValueError):
             return CacheStats()
         known = set(GraphCounters.__dataclass_fields__)
+        graphs = data.get("graphs") if isinstance(data, dict) else None
+        if not isinstance(graphs, dict):
+            return CacheStats()  # counters of the wrong shape restart from zero
         return CacheStats(
             {
-                name: GraphCounters(**{k: v for k, v in counters.items() if k in known})
-                for name, counters in data.get("graphs", {}).items()
+                name: GraphCounters(
+                    **{k: v for k, v in counters.items() if k in known and isinstance(v, (int, float))}
+                )
+                for name, counters in graphs.items()
+                if isinstance(counters, dict)
             }
         )
 
@@ -405,11 +466,7 @@ class EngineCache:
             for directory in graph_dir.iterdir():
                 if not directory.is_dir() or directory.name.startswith("."):
                     continue
-                try:
-                    manifest = json.loads((directory / MANIFEST_NAME).read_text(encoding="utf-8"))
-                except (OSError, ValueError):
-                    manifest = None
-                found.append((directory, manifest))
+                found.append((directory, read_manifest(directory / MANIFEST_NAME)[0]))
         found.sort(key=lambda item: _mtime(item[0] / MANIFEST_NAME), reverse=True)
         yield from found
 

@@ -87,6 +87,8 @@ class GraphSpec:
     # inputs a stage recorded while running on real data; when set, INT8 calibration and held-out
     # sets are drawn from these (seeded shuffle) instead of `make_inputs`
     recorded_inputs: list[tuple[torch.Tensor, ...]] | None = None
+    # op types a reduced-precision (INT8 + fp16) graph must keep in fp32, as the module itself does
+    fp32_op_types: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         named = {d for spec in self.inputs for d in spec.dims if isinstance(d, str)}

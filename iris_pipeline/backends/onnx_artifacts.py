@@ -1,11 +1,14 @@
-"""ONNX artifacts for the engine cache: the exported graph, and its explicit-INT8 (Q/DQ) version.
+"""ONNX artifacts for the engine cache: the exported graph (fp32 or typed fp16) and its INT8 version.
 
-`build_onnx(spec, workdir, log, ...)` writes into a cache work directory:
-- `model.onnx` — the graph exported at the chosen dtype, checked against PyTorch in onnxruntime
-  (fp32 exports) on the profile's opt inputs;
+`build_onnx(spec, workdir, log, precision=...)` writes into a cache work directory:
+- `model.onnx` — the fp32 export, checked against PyTorch in onnxruntime on the profile's opt inputs;
+- for fp16 `model.fp16.onnx` — the typed half-precision export (what a strongly typed TensorRT
+  network is built from), checked the same way within the graph's accuracy gate;
 - for INT8 also `calibration.pt` (the seeded calibration and held-out inputs, kept beside the engine
-  so a build can be reproduced and audited) and `model.int8.onnx` — the Q/DQ graph, accepted only if
-  its fake-quantised outputs in onnxruntime pass the accuracy gate against fp32 PyTorch.
+  so a build can be reproduced and audited) and `model.int8.onnx` — ModelOpt's Q/DQ graph (its
+  non-quantised part in `int8.high_precision`), accepted only if its outputs in onnxruntime pass the
+  accuracy gate against fp32 PyTorch on the held-out inputs.
+Every file written passes `onnx.checker.check_model(..., full_check=True)` (types and shapes) first.
 """
 
 from __future__ import annotations
@@ -20,16 +23,28 @@ import onnx
 import torch
 
 from iris_pipeline.backends.accuracy import AccuracyReport, accuracy_gate, compare
-from iris_pipeline.backends.cache import BuildLog, BuildResult
+from iris_pipeline.backends.cache import BuildLog, BuildResult, EngineBuildError
 from iris_pipeline.backends.graph import GraphSpec
 from iris_pipeline.backends.onnx_export import OnnxRuntimeGraph, export_onnx
 from iris_pipeline.backends.options import Int8Options
-from iris_pipeline.backends.quantize import quantize_model
+from iris_pipeline.backends.quantize import quantize_onnx
 
 ONNX_NAME = "model.onnx"
+FP16_NAME = "model.fp16.onnx"
 INT8_NAME = "model.int8.onnx"
 CALIBRATION_NAME = "calibration.pt"
 EXPORT_RTOL = 1e-3
+ONNX_PRECISIONS = ("fp32", "fp16", "int8")
+
+
+def check_onnx(path: Path, what: str) -> None:
+    """Full ONNX check (types and shapes inferred through the graph): an ill-typed graph stops here,
+    with one line, rather than in onnxruntime or the TensorRT parser."""
+    try:
+        onnx.checker.check_model(str(path), full_check=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise EngineBuildError(f"{what}: not a valid ONNX graph: {first}") from exc
 
 
 def calibration_sets(spec: GraphSpec, int8: Int8Options) -> tuple[list[tuple], list[tuple]]:
@@ -86,30 +101,34 @@ def build_onnx(
     precision: str,
     opset: int,
     int8: Int8Options,
-    export_dtype: torch.dtype = torch.float32,
     export_device: str | torch.device = "cpu",
     threads: int | None = None,
 ) -> BuildResult:
-    """Export (and for INT8 quantise and gate) `spec` into `workdir`."""
-    info: dict[str, Any] = {"opset": opset, "export_dtype": str(export_dtype).replace("torch.", "")}
+    """Export (fp16: typed; INT8: then quantise with ModelOpt and gate) `spec` into `workdir`."""
+    if precision not in ONNX_PRECISIONS:
+        raise ValueError(f"{spec.name}: ONNX artifacts are {', '.join(ONNX_PRECISIONS)}, got {precision!r}")
+    typed = precision == "fp16"
+    name, dtype = (FP16_NAME, torch.float16) if typed else (ONNX_NAME, torch.float32)
+    info: dict[str, Any] = {"opset": opset, "export_dtype": str(dtype).replace("torch.", "")}
     start = time.perf_counter()
-    onnx_path = export_onnx(spec, workdir / ONNX_NAME, dtype=export_dtype, device=export_device, opset=opset)
+    onnx_path = export_onnx(spec, workdir / name, dtype=dtype, device=export_device, opset=opset)
     info["export_seconds"] = round(time.perf_counter() - start, 3)
+    check_onnx(onnx_path, f"{spec.name} {info['export_dtype']} export")
     log(
-        f"exported {spec.name} to ONNX opset {opset} ({onnx_path.stat().st_size} bytes) "
-        f"in {info['export_seconds']} s"
+        f"exported {spec.name} to ONNX opset {opset} as {info['export_dtype']} "
+        f"({onnx_path.stat().st_size} bytes) in {info['export_seconds']} s"
     )
-    if export_dtype == torch.float32:
-        # the export must compute what the module computes before anything is built on it
-        sample = spec.example_inputs("opt", seed=0)
-        report = compare(
-            reference_outputs(spec, [sample]),
-            run_onnx(OnnxRuntimeGraph(onnx_path, threads=threads), [sample]),
-        )
-        info["export_check"] = report.as_dict()
-        log(f"export check vs PyTorch: {report.line()}")
+    # the export must compute what the module computes before anything is built on it
+    sample = spec.example_inputs("opt", seed=0)
+    report = compare(
+        reference_outputs(spec, [sample]), run_onnx(OnnxRuntimeGraph(onnx_path, threads=threads), [sample])
+    )
+    info["export_check"] = report.as_dict()
+    log(f"export check vs fp32 PyTorch: {report.line()}")
+    if typed:
+        accuracy_gate(spec, int8).check(report, f"{spec.name} fp16 export (onnxruntime)")
     if precision != "int8":
-        return BuildResult(ONNX_NAME, info)
+        return BuildResult(name, info)
 
     calibration, held_out = calibration_sets(spec, int8)
     torch.save(
@@ -121,28 +140,27 @@ def build_onnx(
         },
         workdir / CALIBRATION_NAME,
     )
-    model = onnx.load(str(onnx_path))
     start = time.perf_counter()
-    quantized, qreport = quantize_model(
-        model,
-        (feeds(spec, s) for s in calibration),
+    summary = quantize_onnx(
+        onnx_path,
+        workdir / INT8_NAME,
+        [feeds(spec, s) for s in calibration],
         method=int8.method,
-        percentile=int8.percentile,
-        quantize_activation_matmul=int8.quantize_activation_matmul,
-        threads=threads,
+        high_precision=int8.high_precision,
+        quantize_attention=int8.quantize_attention,
+        fp32_op_types=spec.fp32_op_types,
     )
-    onnx.save(quantized, str(workdir / INT8_NAME))
-    info["quantization"] = qreport.summary()
+    check_onnx(workdir / INT8_NAME, f"{spec.name} int8 graph")
+    info["quantization"] = summary.as_dict()
     info["calibration_seconds"] = round(time.perf_counter() - start, 3)
     log(
-        f"inserted Q/DQ: {qreport.summary()} from {len(calibration)} calibration samples "
+        f"ModelOpt INT8: {summary.as_dict()} from {len(calibration)} calibration samples "
         f"({int8.method}) in {info['calibration_seconds']} s"
     )
-    if export_dtype == torch.float32:
-        report = fake_quant_accuracy(spec, workdir / INT8_NAME, held_out, threads=threads)
-        info["accuracy_fake_quant"] = report.as_dict()
-        log(f"INT8 fake-quant vs fp32 on held-out inputs: {report.line()}")
-        accuracy_gate(spec, int8).check(report, f"{spec.name} int8 (fake-quant, onnxruntime)")
+    report = fake_quant_accuracy(spec, workdir / INT8_NAME, held_out, threads=threads)
+    info["accuracy_fake_quant"] = report.as_dict()
+    log(f"INT8 (onnxruntime) vs fp32 on held-out inputs: {report.line()}")
+    accuracy_gate(spec, int8).check(report, f"{spec.name} int8 (onnxruntime)")
     return BuildResult(INT8_NAME, info)
 
 

@@ -19,6 +19,7 @@ import torch
 from iris_pipeline.backends.graph import GraphSpec, cast_inputs
 
 DEFAULT_OPSET = 17
+_ONNX_FLOATS = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
 
 
 class _Positional(torch.nn.Module):
@@ -107,12 +108,20 @@ class OnnxRuntimeGraph:
         self.session = ort.InferenceSession(source, sess_options=options, providers=list(providers))
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.output_names = [o.name for o in self.session.get_outputs()]
+        # a typed (fp16) export takes half-precision floats: callers hand fp32 tensors as to the module
+        self._float_inputs = {
+            i.name: _ONNX_FLOATS[i.type] for i in self.session.get_inputs() if i.type in _ONNX_FLOATS
+        }
 
     def run_numpy(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         return self.session.run(None, feeds)
 
     def feeds(self, inputs: Sequence[torch.Tensor]) -> dict[str, np.ndarray]:
-        return {name: t.detach().cpu().numpy() for name, t in zip(self.input_names, inputs, strict=True)}
+        out = {}
+        for name, tensor in zip(self.input_names, inputs, strict=True):
+            value = tensor.detach().cpu().numpy()
+            out[name] = value.astype(self._float_inputs[name]) if name in self._float_inputs else value
+        return out
 
     def __call__(self, *inputs: torch.Tensor):
         outputs = [torch.from_numpy(o) for o in self.run_numpy(self.feeds(inputs))]

@@ -24,14 +24,15 @@ class _Strict(BaseModel):
 
 
 class Int8Options(_Strict):
-    """Explicit INT8: calibration set and the accuracy gate (None = the graph's default threshold)."""
+    """Explicit INT8 (ModelOpt Q/DQ): calibration set, calibration method, the precision of the
+    non-quantised rest of the graph, and the accuracy gate (None = the graph's default threshold)."""
 
     calibration_samples: int = Field(default=16, ge=1, le=4096)
     held_out_samples: int = Field(default=4, ge=1, le=1024)
     seed: int = 0
-    method: Literal["max", "percentile"] = "max"
-    percentile: float = Field(default=99.99, gt=50.0, le=100.0)
-    quantize_activation_matmul: bool = False
+    method: Literal["max", "entropy"] = "max"
+    high_precision: Literal["fp16", "fp32"] = "fp16"
+    quantize_attention: bool = False  # Q/DQ on attention's activation x activation matmuls too
     min_cosine: float | None = Field(default=None, ge=-1.0, le=1.0)
     max_abs_error: float | None = Field(default=None, gt=0.0)
 

@@ -6,9 +6,9 @@
 - `eager`: the module cast to the precision (or autocast);
 - `compile`: the same under `torch.compile` (or, with `options.backend.aot`, an AOTInductor package
   from the engine cache);
-- `tensorrt`: ONNX export -> (INT8: calibrated Q/DQ, accuracy-gated) -> TensorRT engine, built once
-  and then loaded from the engine cache.
-`onnx_artifact` gives the cached ONNX (fp32 or fake-quantised INT8) graph on its own; it is what the
+- `tensorrt`: ONNX export (typed fp16 for a strongly typed fp16 network) -> (INT8: ModelOpt Q/DQ,
+  accuracy-gated) -> TensorRT engine, built once and then loaded from the engine cache.
+`onnx_artifact` gives the cached ONNX (fp32, typed fp16 or INT8) graph on its own; it is what the
 accuracy gate runs on a CPU and what `iris engines build --backend onnx` produces.
 """
 
@@ -51,6 +51,8 @@ from iris_pipeline.config import StageConfig
 from iris_pipeline.errors import ConfigError
 
 ENGINE_DIR_ENV = "IRIS_ENGINE_DIR"
+# precisions a strongly typed network can take from our ONNX files (fp32 export, typed fp16, ModelOpt INT8)
+TYPED_PRECISIONS = ("fp32", "fp16", "int8")
 
 
 def default_engine_dir() -> Path:
@@ -146,6 +148,7 @@ def _int8_key_options(options: BackendOptions, spec: GraphSpec) -> dict[str, Any
         "min_cosine": gate.min_cosine,
         "max_abs_error": gate.max_abs_error,
         "recorded_inputs": spec.recorded_inputs_hash(),
+        "fp32_op_types": list(spec.fp32_op_types),
     }
 
 
@@ -159,42 +162,44 @@ def onnx_artifact(
     cache: EngineCache | None = None,
     threads: int | None = None,
 ) -> Cached[Any]:
-    """The cached ONNX graph of `spec` (fp32, or INT8 Q/DQ that passed the accuracy gate) in onnxruntime."""
-    if precision not in ("fp32", "int8"):
-        raise ConfigError(f"{spec.name}: ONNX artifacts are fp32 or int8 (fake-quant), got {precision!r}")
+    """The cached ONNX graph of `spec` (fp32, typed fp16, or ModelOpt INT8 that passed the accuracy
+    gate) in onnxruntime on the CPU."""
+    from iris_pipeline.backends.onnx_artifacts import ONNX_PRECISIONS, build_onnx
+    from iris_pipeline.backends.onnx_export import OnnxRuntimeGraph
+
+    if precision not in ONNX_PRECISIONS:
+        raise ConfigError(
+            f"{spec.name}: ONNX artifacts are {', '.join(ONNX_PRECISIONS)}, got {precision!r}"
+        )
     options = options or BackendOptions()
     cache = cache or engine_cache(options)
-    key_options: dict[str, Any] = {
-        "opset": options.onnx_opset,
-        "export_dtype": "float32",
-        "builder": builder_code_hash(*_ONNX_BUILDERS),
-    }
-    if precision == "int8":
-        key_options["int8"] = _int8_key_options(options, spec)
     key = engine_key(
         spec,
         "onnxruntime",
         precision,
         "cpu",
-        key_options,
+        _onnx_key_options(spec, precision, options),
         version=f"{backend_version('onnx')}; {backend_version('onnxruntime')}; torch {torch.__version__}",
     )
 
-    from iris_pipeline.backends.onnx_artifacts import build_onnx
-    from iris_pipeline.backends.onnx_export import OnnxRuntimeGraph
-
     def build(workdir: Path, log: BuildLog) -> BuildResult:
         return build_onnx(
-            spec,
-            workdir,
-            log,
-            precision=precision,
-            opset=options.onnx_opset,
-            int8=options.int8,
-            threads=threads,
+            spec, workdir, log, precision=precision, opset=options.onnx_opset, int8=options.int8, threads=threads
         )
 
     return cache.get_or_build(key, build, lambda entry: OnnxRuntimeGraph(entry.artifact, threads=threads))
+
+
+def _onnx_key_options(spec: GraphSpec, precision: str, options: BackendOptions) -> dict[str, Any]:
+    """What the ONNX file depends on besides the graph: opset, builder code, and for INT8 the
+    calibration settings, the gate and the ModelOpt version."""
+    key: dict[str, Any] = {"opset": options.onnx_opset, "builder": builder_code_hash(*_ONNX_BUILDERS)}
+    if precision == "fp16":
+        gate = accuracy_gate(spec, options.int8)  # the fp16 export is gated by the same thresholds
+        key["gate"] = {"min_cosine": gate.min_cosine, "max_abs_error": gate.max_abs_error}
+    if precision == "int8":
+        key["int8"] = {**_int8_key_options(options, spec), "modelopt": backend_version("modelopt")}
+    return key
 
 
 # -- TensorRT ---------------------------------------------------------------------------------------
@@ -204,46 +209,24 @@ def _build_tensorrt(
     spec: GraphSpec, precision: str, options: BackendOptions, device: torch.device, strongly_typed: bool
 ) -> Callable[[Path, BuildLog], BuildResult]:
     def build(workdir: Path, log: BuildLog) -> BuildResult:
-        import onnx
+        from iris_pipeline.backends.onnx_artifacts import CALIBRATION_NAME, build_onnx, reference_outputs
 
-        from iris_pipeline.backends.onnx_artifacts import (
-            CALIBRATION_NAME,
-            INT8_NAME,
-            build_onnx,
-            reference_outputs,
-        )
-        from iris_pipeline.backends.onnx_export import export_onnx
-        from iris_pipeline.backends.quantize import activation_names, insert_qdq, plan
-
-        # fp32 export (+ INT8 calibration and the fake-quant gate): the same code the CPU tests run
+        # The ONNX the engine is parsed from, built and checked by the same code the CPU tests run.
+        # A strongly typed network takes its precision from the graph's own tensors: the typed fp16
+        # export, or ModelOpt's Q/DQ graph (fp16 around it); without strong typing the fp32 export and
+        # the builder's precision flags.
+        onnx_precision = precision if precision == "int8" or (strongly_typed and precision == "fp16") else "fp32"
         base = build_onnx(
             spec,
             workdir,
             log,
-            precision="int8" if precision == "int8" else "fp32",
+            precision=onnx_precision,
             opset=options.onnx_opset,
             int8=options.int8,
+            export_device=device if onnx_precision == "fp16" else "cpu",
         )
         info = dict(base.info)
-        source = workdir / base.artifact
-        typed_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16, "int8": torch.float16}.get(precision)
-        if strongly_typed and typed_dtype is not None:
-            # a strongly typed network takes its precision from the ONNX tensors themselves
-            opset = max(options.onnx_opset, 19) if precision == "int8" else options.onnx_opset
-            source = export_onnx(
-                spec, workdir / f"model.{precision}.typed.onnx", dtype=typed_dtype, device=device, opset=opset
-            )
-            if precision == "int8":
-                amax = _amax_of(workdir / INT8_NAME)
-                typed = onnx.load(str(source))
-                report = plan(typed, options.int8.quantize_activation_matmul)
-                missing = [name for name in activation_names(report, typed) if name not in amax]
-                if missing:
-                    raise RuntimeError(
-                        f"{spec.name}: fp16 export names {missing[:3]} differ from the fp32 export's"
-                    )
-                onnx.save(insert_qdq(typed, report, amax), str(source))
-        blob = build_engine(source, spec, precision, options, log, strongly_typed)
+        blob = build_engine(workdir / base.artifact, spec, precision, options, log, strongly_typed)
         (workdir / ENGINE_NAME).write_bytes(blob)
         # the built engine, not only its ONNX, must meet the gate
         engine = TensorRTGraph(blob, device, log)
@@ -260,23 +243,10 @@ def _build_tensorrt(
         if precision == "int8":
             accuracy_gate(spec, options.int8).check(report, f"{spec.name} int8 TensorRT engine")
         info["strongly_typed"] = strongly_typed
+        info["onnx"] = base.artifact
         return BuildResult(ENGINE_NAME, info)
 
     return build
-
-
-def _amax_of(int8_path: Path) -> dict[str, float]:
-    """Activation amax back from a Q/DQ graph's scales (scale * 127), keyed by the quantised tensor."""
-    import onnx
-    from onnx import numpy_helper
-
-    model = onnx.load(str(int8_path))
-    scales = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
-    amax = {}
-    for node in model.graph.node:
-        if node.op_type == "QuantizeLinear" and scales[node.input[1]].size == 1:
-            amax[node.input[0]] = float(scales[node.input[1]]) * 127
-    return amax
 
 
 def _as_tuple(out: Any) -> tuple:
@@ -298,6 +268,11 @@ def tensorrt_graph(
     options = options or BackendOptions()
     cache = cache or engine_cache(options)
     strongly_typed = use_strongly_typed(options)
+    if strongly_typed and precision not in TYPED_PRECISIONS:
+        raise ConfigError(
+            f"{spec.name}: a strongly typed TensorRT network is built at {', '.join(TYPED_PRECISIONS)} "
+            f"(the typed ONNX exports), not {precision}"
+        )
     key_options: dict[str, Any] = {
         "opset": options.onnx_opset,
         "workspace_gb": options.workspace_gb,
@@ -306,7 +281,7 @@ def tensorrt_graph(
         "builder": builder_code_hash(*_ONNX_BUILDERS, "iris_pipeline.backends.tensorrt"),
     }
     if precision == "int8":
-        key_options["int8"] = _int8_key_options(options, spec)
+        key_options["int8"] = {**_int8_key_options(options, spec), "modelopt": backend_version("modelopt")}
     key = engine_key(spec, "tensorrt", precision, device, key_options)
 
     def load(entry: CacheEntry) -> TensorRTGraph:

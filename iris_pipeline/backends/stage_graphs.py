@@ -14,6 +14,9 @@ a seeded voiced signal (pulse train with moving pitch and syllable-rate envelope
 are smooth images masked as the stage masks them; FastPitch symbols are the text front end's ids of
 English sentences, and decoder inputs are the encoder's real outputs regulated by seeded durations.
 A stage that records the inputs it really sees can pass them as calibration data instead.
+
+`fastpitch.aligner` (symbols, speech mel, prior -> soft alignment) is exported and checked like
+the others; the stage still runs the aligner eagerly (see `stages/fastpitch.py`).
 """
 
 from __future__ import annotations
@@ -182,6 +185,63 @@ def fastpitch_decoder_inputs(
     regulated, lengths = regulated[:, :frames].contiguous(), lengths.clamp(1, frames)
     lengths[0] = frames  # one full-length row, so the whole profile point is exercised
     return regulated, lengths.long()
+
+
+class FastPitchAlignerGraph(nn.Module):
+    """symbols [B, N], speech mel [B, 80, T], prior [B, T, N] -> soft alignment [B, T, N] (probabilities)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, symbols: torch.Tensor, mel: torch.Tensor, prior: torch.Tensor) -> torch.Tensor:
+        return self.model.align(symbols, mel, prior)
+
+
+def fastpitch_aligner_inputs(
+    dims: Dims, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Unpadded symbol rows of English sentences, the FastPitch mel of a speech-like signal exactly T
+    frames long, and the beta-binomial prior the aligner was trained with (as the stage builds them)."""
+    from iris_pipeline.alignment import beta_binomial_prior
+    from iris_pipeline.models.fastpitch.mel import FASTPITCH_MEL, fastpitch_mel
+
+    batch, n, frames = int(dims["batch"]), int(dims["symbols"]), int(dims["frames"])
+    symbols = torch.cat([fastpitch_symbols({"batch": 1, "symbols": n}, generator) for _ in range(batch)])
+    seconds = frames * FASTPITCH_MEL.hop_length / FASTPITCH_MEL.sample_rate
+    mels = [
+        fastpitch_mel(speech_like(seconds, FASTPITCH_MEL.sample_rate, generator), FASTPITCH_MEL.sample_rate)
+        for _ in range(batch)
+    ]
+    mel = torch.stack([F.pad(m, (0, max(0, frames - m.shape[-1])))[:, :frames] for m in mels])
+    prior = beta_binomial_prior(n, frames).float().expand(batch, frames, n).contiguous()
+    return symbols, mel, prior
+
+
+def fastpitch_aligner_graph(model: nn.Module, size: str = "full", profile: dict | None = None) -> GraphSpec:
+    """The aligner as a graph: symbols and frames within the FastPitch profile, rows unpadded (the
+    stage aligns one utterance at a time; a padded symbol would score -inf)."""
+    ranges = _profile(FASTPITCH_PROFILES, size, profile)
+    return GraphSpec(
+        name=f"fastpitch.aligner.{size}",
+        module=FastPitchAlignerGraph(model).eval(),
+        inputs=(
+            TensorSpec("symbols", ("batch", "symbols"), torch.long, high=model.config.n_symbols),
+            TensorSpec("mel", ("batch", model.config.n_mel_channels, "frames")),
+            TensorSpec("prior", ("batch", "frames", "symbols")),
+        ),
+        outputs=("soft_alignment",),
+        profile=ranges,
+        config={"model": "fastpitch", "size": size, "config": getattr(model, "config", None), "graph": "aligner"},
+        make_inputs=fastpitch_aligner_inputs,
+        # probabilities over symbols, in [0, 1]: 0.1 at the worst cell
+        accuracy={"min_cosine": 0.99, "max_abs_error": 0.1},
+        # the module scores in fp32 (`.float()` after the projections): squared distances and the
+        # log prior (log(p + 1e-8): 1e-8 is 0 in fp16) do not survive fp16, which measured a cosine of
+        # 0.964 for the tiny model's INT8 graph converted to fp16 wholesale
+        fp32_op_types=("Pow", "ReduceSum", "MatMul", "Mul", "Sub", "Add", "Clip", "LogSoftmax", "Log", "Where",
+                       "Softmax"),
+    )
 
 
 def fastpitch_graphs(

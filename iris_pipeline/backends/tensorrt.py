@@ -33,7 +33,8 @@ def tensorrt_unavailable_reason(device: str | torch.device = "cuda") -> str | No
     try:
         importlib.import_module("tensorrt")
     except ImportError:
-        return "the `tensorrt` Python module is not installed (pip install 'iris_pipeline[tensorrt]')"
+        return ("the `tensorrt` Python module is not installed (scripts/setup.sh adds the tensorrt-cu12 or "
+                "tensorrt-cu13 extra on a GPU machine)")
     if not torch.cuda.is_available():
         return "TensorRT needs a CUDA device and torch.cuda.is_available() is False"
     if torch.device(device).type != "cuda":

@@ -1,233 +1,257 @@
-"""A/B regression check: base and head measured in the same job, interleaved, judged by a rank test.
+"""The A/B decision: is the head slower than the base? Paired log-ratios, a robust location, and a
+confidence bound against a small threshold; plus the simulation that states its power.
 
-How: the base ref is exported with `git archive` into a temporary directory (no worktree, no change
-to the repository's state); two long-lived worker processes (abworker.py) each load one checkout's
-pipeline once, and the driver asks them for one job at a time, alternating A B, B A, A B, ... so
-slow drift of the machine (clocks, heat, other tenants) falls on both sides alike and neither side
-always runs first. Both get the same inputs (script, reference, avatar, seeds).
+Input: two equal-length sequences of end-to-end latencies in ms, `base[i]` and `head[i]` measured as
+one interleaved pair (A B or B A, adjacent in time), so slow drift of the machine cancels in the pair.
 
-Decision: a REGRESSION only when all three hold:
-  1. the median slowdown (median_head / median_base - 1) is above `threshold` (default 5 %);
-  2. the median difference is above `floor_ms` (default 2 ms), so sub-millisecond jitter of
-     short clips cannot fail a PR;
-  3. it is significant: one-sided Mann-Whitney U test (head stochastically slower than base),
-     p < `alpha` (default 0.05).
-Why Mann-Whitney U rather than a bootstrap of the median difference: latency samples are skewed
-and carry outliers (a GC pause, another process), which a rank test shrugs off; its false-alarm
-rate under "no change" is exactly alpha for any continuous distribution, with no resampling
-assumptions that get shaky at the 10-30 runs a CI job can afford (a bootstrap of the median from
-that few runs is coarse: the median can only take a handful of values). Its statistic is about
-the whole distribution shifting, and conditions 1-2 tie the decision to the median. A bootstrap CI
-of the slowdown is still reported, for information.
+Rule (`compare`):
+  1. d_i = ln(head_i / base_i), one per pair (a ratio, so clip length and machine speed drop out);
+  2. the slowdown estimate is the Hodges-Lehmann location of d (the median of all pairwise means
+     (d_i + d_j) / 2, i <= j): `ratio` = exp(HL), the paired estimate of head / base;
+  3. its confidence interval is the Wilcoxon signed-rank interval (order statistics of those means,
+     exact null distribution): one-sided level 1 - `alpha` for the lower bound, so `ci` is the
+     two-sided 1 - 2 `alpha` interval of the ratio;
+  4. REGRESSION when the lower bound is above 1 + `min_slowdown` (the head is slower with confidence
+     1 - alpha, by more than min_slowdown) and the estimated difference on the base's median is above
+     `floor_ms` (sub-millisecond jitter of short clips never fails a change);
+  5. fewer than MIN_PAIRS pairs, or unequal lengths: INVALID.
+
+Why: latencies are skewed and carry outliers (a GC pause, another tenant). Log-ratios make the noise
+near-symmetric; the Hodges-Lehmann estimator keeps ~95 % of the mean's efficiency on normal noise
+yet a few outliers barely move it, and its signed-rank interval is distribution-free for symmetric
+noise. Comparing the point estimate with the threshold itself (the former rule) flags a true
+slowdown of exactly that size half of the time; comparing a confidence bound with a smaller
+threshold detects it with the power the simulation states. The false-alarm rate stays at most alpha
+at any noise level and pair count (exact signed-rank bound, symmetric noise).
+
+Power (`simulate`, `calibrate`; `iris ab-calibrate` prints it): lognormal run-to-run noise of a
+given CV, a few outliers (OUTLIER_RATE of runs x1.3-2), interleaved pairs. Defaults (alpha 1 %,
+one-sided, min_slowdown 0.2 %) were chosen so that 60 pairs at CV 5 % detect a true +5 % >= 95 % of the
+time and alarm on no change <= 1 % of the time (tests/unit/bench/test_bench_ab.py checks both).
 """
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-import tarfile
-import tempfile
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
-from pathlib import Path
+import functools
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 
-from iris_pipeline.errors import InputError, IrisError
-
 REGRESSION, OK, INVALID = "REGRESSION", "OK", "INVALID"
-MIN_RUNS = 8
-WORKER_SCRIPT = Path(__file__).resolve().parent / "abworker.py"
+MIN_PAIRS = 8
+ALPHA = 0.01
+MIN_SLOWDOWN = 0.002
+FLOOR_MS = 2.0
+# what the defaults are sized for: a true SIZED_SLOWDOWN found with SIZED_POWER at SIZED_CV noise
+SIZED_SLOWDOWN = 0.05
+SIZED_POWER = 0.95
+SIZED_CV = 0.05
+SIZED_PAIRS = 60
+OUTLIER_RATE = 0.03
+OUTLIER_FACTOR = (1.3, 2.0)
+# the benchmark's pair count: a pilot measures the noise, the count is chosen up to the cap
+PILOT_PAIRS = 12
+MAX_PAIRS = 120
+# pair counts the calibration tries, smallest first
+PAIR_GRID = (12, 16, 20, 24, 30, 36, 44, 52, 60, 70, 80, 100, 120, 150, 200)
+# beyond this many pairs the signed-rank null is its normal approximation (exact below)
+_EXACT_MAX_PAIRS = 400
+TEST_NAME = "Hodges-Lehmann of paired log-ratios, Wilcoxon signed-rank bound"
 
 
 @dataclass(frozen=True)
 class Comparison:
+    """The decision on one clip length. `ratio` is head / base as the paired estimate (exp of the
+    Hodges-Lehmann location of ln(head_i / base_i)), not a ratio of medians; `ci` its two-sided
+    1 - 2 alpha interval, whose lower end is the one-sided 1 - alpha bound the rule uses."""
+
     verdict: str
-    n_base: int
-    n_head: int
+    regressed: bool
+    n_pairs: int
+    ratio: float
+    ci: tuple[float, float]
     base_median: float
     head_median: float
-    diff_ms: float
-    slowdown: float  # fraction: 0.05 = 5 % slower
-    p_value: float
-    slowdown_ci_low: float
-    slowdown_ci_high: float
-    threshold: float
-    floor_ms: float
+    diff_ms: float  # (ratio - 1) x base median: the estimated slowdown in ms
+    p_value: float  # one-sided Wilcoxon signed-rank (head slower), for information
     alpha: float
-    test: str
+    min_slowdown: float
+    floor_ms: float
     reason: str
+    test: str = TEST_NAME
+
+    @property
+    def slowdown(self) -> float:
+        """ratio - 1: 0.05 = the head is 5 % slower."""
+        return self.ratio - 1.0
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["ci_low"], data["ci_high"] = data.pop("ci")
+        data["slowdown"] = self.slowdown
+        return data
+
+
+@functools.lru_cache(maxsize=256)
+def _signed_rank_critical(n: int, alpha: float) -> int:
+    """Largest c with P(T+ <= c) <= alpha under the null (T+ = the signed-rank sum of n pairs), or -1
+    when no c qualifies. The lower bound of the interval is then the (c + 1)-th smallest Walsh mean."""
+    if n > _EXACT_MAX_PAIRS:
+        mean, sd = n * (n + 1) / 4, math.sqrt(n * (n + 1) * (2 * n + 1) / 24)
+        from scipy.stats import norm
+
+        return int(math.floor(mean + norm.ppf(alpha) * sd - 0.5))
+    # exact distribution: each rank k is in the positive set with probability 1/2
+    prob = np.zeros(n * (n + 1) // 2 + 1)
+    prob[0] = 1.0
+    for k in range(1, n + 1):
+        prob[k:] = 0.5 * prob[k:] + 0.5 * prob[:-k].copy()
+        prob[:k] *= 0.5
+    cdf = np.cumsum(prob)
+    below = np.nonzero(cdf <= alpha)[0]
+    return int(below[-1]) if below.size else -1
+
+
+def _walsh_bounds(d: np.ndarray, alpha: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Hodges-Lehmann location and the signed-rank interval bounds of each row of `d` (..., n)."""
+    n = d.shape[-1]
+    i, j = np.triu_indices(n)
+    walsh = np.sort((d[..., i] + d[..., j]) / 2, axis=-1)
+    c = _signed_rank_critical(n, alpha)
+    m = walsh.shape[-1]
+    low = walsh[..., c] if c >= 0 else np.full(d.shape[:-1], -np.inf)
+    high = walsh[..., m - 1 - c] if c >= 0 else np.full(d.shape[:-1], np.inf)
+    return np.median(walsh, axis=-1), low, high
+
+
+def decide(base: np.ndarray, head: np.ndarray, alpha: float = ALPHA, min_slowdown: float = MIN_SLOWDOWN,
+           floor_ms: float = FLOOR_MS) -> np.ndarray:
+    """The rule on many trials at once: rows of `base` / `head` (trials, pairs) -> regressed (trials,)."""
+    d = np.log(head) - np.log(base)
+    hl, low, _ = _walsh_bounds(d, alpha)
+    diff_ms = np.expm1(hl) * np.median(base, axis=-1)
+    return (low > math.log1p(min_slowdown)) & (diff_ms > floor_ms)
+
+
+def compare(base: Sequence[float], head: Sequence[float], alpha: float = ALPHA, min_slowdown: float = MIN_SLOWDOWN,
+            floor_ms: float = FLOOR_MS) -> Comparison:
+    """Judge the head against the base (latencies in ms, pair i = base[i], head[i]); see the module
+    docstring for the rule."""
+    from scipy.stats import wilcoxon
+
+    a, b = np.asarray(base, dtype=np.float64), np.asarray(head, dtype=np.float64)
+    common = dict(alpha=alpha, min_slowdown=min_slowdown, floor_ms=floor_ms)
+    bad = (a.shape != b.shape or a.ndim != 1 or a.size < MIN_PAIRS or not np.all(np.isfinite(a))
+           or not np.all(np.isfinite(b)) or np.any(a <= 0) or np.any(b <= 0))
+    if bad:
+        why = (f"{a.size} base and {b.size} head runs: the check needs equal counts (pairs)" if a.shape != b.shape
+               else f"{a.size} pairs; the check needs >= {MIN_PAIRS}" if a.size < MIN_PAIRS
+               else "a latency is not a positive finite number")
+        nan = math.nan
+        return Comparison(INVALID, False, int(min(a.size, b.size)), nan, (nan, nan), nan, nan, nan, nan, **common,
+                          reason=why)
+    d = np.log(b) - np.log(a)
+    hl, low, high = (float(v) for v in _walsh_bounds(d, alpha))
+    ratio, ci = math.exp(hl), (math.exp(low), math.exp(high))
+    base_median, head_median = float(np.median(a)), float(np.median(b))
+    diff_ms = (ratio - 1.0) * base_median
+    p_value = float(wilcoxon(d, alternative="greater").pvalue) if np.any(d != 0) else 1.0
+    confident = ci[0] > 1.0 + min_slowdown
+    large = diff_ms > floor_ms
+    regressed = confident and large
+    level = f"{1 - alpha:.0%}"
+    reason = (f"head/base {ratio:.4f} ({ratio - 1:+.1%}); its {level} lower bound {ci[0]:.4f} "
+              f"{'>' if confident else '<='} {1 + min_slowdown:g} (min slowdown {min_slowdown:.1%}); "
+              f"difference {diff_ms:+.3g} ms {'>' if large else '<='} floor {floor_ms:g} ms")
+    return Comparison(REGRESSION if regressed else OK, regressed, int(a.size), ratio, ci, base_median, head_median,
+                      diff_ms, p_value, **common, reason=reason)
+
+
+def simulate(rng: np.random.Generator, trials: int, pairs: int, cv: float, slowdown: float,
+             outlier_rate: float = OUTLIER_RATE, base_ms: float = 1000.0) -> tuple[np.ndarray, np.ndarray]:
+    """`trials` A/B runs of `pairs` pairs: lognormal run-to-run noise of coefficient of variation `cv`,
+    the head `slowdown` slower (0.05 = 5 %), and `outlier_rate` of all runs multiplied by 1.3-2
+    (a GC pause, another tenant). Returns base, head, each (trials, pairs), in ms."""
+    sigma = math.sqrt(math.log1p(cv * cv))
+
+    def side(scale: float) -> np.ndarray:
+        runs = base_ms * scale * rng.lognormal(-sigma * sigma / 2, sigma, size=(trials, pairs))
+        hit = rng.random((trials, pairs)) < outlier_rate
+        return np.where(hit, runs * rng.uniform(*OUTLIER_FACTOR, size=(trials, pairs)), runs)
+
+    return side(1.0), side(1.0 + slowdown)
+
+
+@dataclass(frozen=True)
+class CalibrationRow:
+    cv: float
+    pairs: int
+    detection: float  # share of trials with a true `slowdown` flagged
+    false_alarm: float  # share of trials with no change flagged
+    slowdown: float
+    trials: int
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def compare(base: list[float], head: list[float], threshold: float = 0.05, floor_ms: float = 2.0,
-            alpha: float = 0.05, n_boot: int = 2000, seed: int = 0) -> Comparison:
-    """Judge head against base (latencies in ms) by the rules of the module docstring."""
-    from scipy.stats import mannwhitneyu
-
-    a, b = np.asarray(base, dtype=np.float64), np.asarray(head, dtype=np.float64)
-    common = dict(threshold=threshold, floor_ms=floor_ms, alpha=alpha, test="Mann-Whitney U, one-sided (head > base)")
-    if min(a.size, b.size) < MIN_RUNS:
-        nan = float("nan")
-        return Comparison(INVALID, int(a.size), int(b.size), nan, nan, nan, nan, nan, nan, nan, **common,
-                          reason=f"{min(a.size, b.size)} runs per side; the check needs >= {MIN_RUNS}")
-    med_a, med_b = float(np.median(a)), float(np.median(b))
-    diff = med_b - med_a
-    slowdown = diff / med_a
-    p = float(mannwhitneyu(b, a, alternative="greater").pvalue)
+def calibrate(cv: float, pairs: int, trials: int = 4000, seed: int = 0, slowdown: float = SIZED_SLOWDOWN,
+              alpha: float = ALPHA, min_slowdown: float = MIN_SLOWDOWN,
+              outlier_rate: float = OUTLIER_RATE) -> CalibrationRow:
+    """Detection and false-alarm rates of the rule, simulated (seeded) at one CV and pair count."""
     rng = np.random.default_rng(seed)
-    ratios = (np.median(rng.choice(b, (n_boot, b.size)), axis=1) / np.median(rng.choice(a, (n_boot, a.size)), axis=1))
-    low, high = (float(v) - 1 for v in np.percentile(ratios, [2.5, 97.5]))
-    checks = [(slowdown > threshold, f"slowdown {slowdown:+.1%} {'>' if slowdown > threshold else '<='} "
-                                     f"{threshold:.0%}"),
-              (diff > floor_ms, f"difference {diff:+.3g} ms {'>' if diff > floor_ms else '<='} floor {floor_ms:g} ms"),
-              (p < alpha, f"p = {p:.3g} {'<' if p < alpha else '>='} {alpha:g}")]
-    verdict = REGRESSION if all(ok for ok, _ in checks) else OK
-    return Comparison(verdict, int(a.size), int(b.size), med_a, med_b, diff, slowdown, p, low, high, **common,
-                      reason="; ".join(text for _, text in checks))
+    rates = []
+    for shift in (slowdown, 0.0):
+        found = 0
+        for first in range(0, trials, _block(pairs)):
+            count = min(_block(pairs), trials - first)
+            base, head = simulate(rng, count, pairs, cv, shift, outlier_rate)
+            found += int(decide(base, head, alpha, min_slowdown, floor_ms=0.0).sum())
+        rates.append(found / trials)
+    return CalibrationRow(cv, pairs, rates[0], rates[1], slowdown, trials)
 
 
-def interleave(run_base: Callable[[int], float], run_head: Callable[[int], float], pairs: int,
-               warmup: int = 1) -> tuple[list[float], list[float]]:
-    """Warm both sides up, then `pairs` pairs in alternating order (A B, B A, ...). Each callable
-    gets the run's index (its seed) and returns one latency in ms."""
-    for i in range(warmup):
-        run_base(-1 - i)
-        run_head(-1 - i)
-    base, head = [], []
-    for i in range(pairs):
-        if i % 2 == 0:
-            base.append(run_base(i))
-            head.append(run_head(i))
-        else:
-            head.append(run_head(i))
-            base.append(run_base(i))
-    return base, head
+def _block(pairs: int) -> int:
+    """Trials per simulated block, so the Walsh means of a block stay near 4 M values."""
+    return max(1, 4_000_000 // (pairs * (pairs + 1) // 2))
 
 
-def export_ref(repo: Path, ref: str, dest: Path) -> str:
-    """The tree of `ref` (a commit-ish) extracted into `dest` by `git archive`; returns the commit sha."""
-    done = subprocess.run(["git", "-C", str(repo), "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}"],
-                          capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise InputError(f"--ab {ref!r}: not a commit in {repo}")
-    sha = done.stdout.strip()
-    dest.mkdir(parents=True, exist_ok=True)
-    with subprocess.Popen(["git", "-C", str(repo), "archive", "--format=tar", sha], stdout=subprocess.PIPE) as proc:
-        with tarfile.open(fileobj=proc.stdout, mode="r|") as tar:
-            tar.extractall(dest, filter="data") if sys.version_info >= (3, 12) else tar.extractall(dest)  # noqa: S202
-    if proc.returncode != 0:
-        raise InputError(f"--ab {ref!r}: git archive failed (exit {proc.returncode})")
-    return sha
+@dataclass(frozen=True)
+class PairPlan:
+    """How many pairs a clip length gets and why."""
+
+    pairs: int
+    cv: float | None  # the noise the choice was sized for (None: fixed by the user)
+    power: float | None  # simulated detection of SIZED_SLOWDOWN at that CV and pair count
+    how: str
+    notes: list[str] = field(default_factory=list)
 
 
-class ABWorkerError(IrisError):
-    """A worker could not load its checkout's pipeline or run a job (the message names the log)."""
-
-    exit_code = 4
-
-
-class WorkerProcess:
-    """One side of the comparison: abworker.py serving one checkout."""
-
-    def __init__(self, root: Path, label: str, log_dir: Path, python: str = sys.executable):
-        self.label = label
-        self.log_path = log_dir / f"ab-worker-{label}.log"
-        self._log = open(self.log_path, "w", encoding="utf-8")  # noqa: SIM115 - closed in close()
-        self.proc = subprocess.Popen([python, str(WORKER_SCRIPT), "--root", str(root)], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, stderr=self._log, text=True, cwd=str(root))
-
-    def request(self, **req: Any) -> dict[str, Any]:
-        try:
-            self.proc.stdin.write(json.dumps(req) + "\n")
-            self.proc.stdin.flush()
-            line = self.proc.stdout.readline()
-        except BrokenPipeError:
-            line = ""
-        if not line:
-            raise ABWorkerError(f"A/B worker {self.label} died; see {self.log_path}: {self._tail()}")
-        answer = json.loads(line)
-        if not answer.get("ok"):
-            raise ABWorkerError(f"A/B worker {self.label}: {answer.get('error')} (log: {self.log_path})")
-        return answer
-
-    def _tail(self) -> str:
-        self._log.flush()
-        lines = self.log_path.read_text(encoding="utf-8", errors="replace").strip().splitlines()
-        return lines[-1] if lines else "(empty log)"
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            try:
-                self.request(op="quit")
-            except (ABWorkerError, OSError, ValueError):
-                pass
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log.close()
+def choose_pairs(cv: float, max_pairs: int, min_pairs: int = MIN_PAIRS, slowdown: float = SIZED_SLOWDOWN,
+                 power: float = SIZED_POWER, trials: int = 1000, seed: int = 0) -> PairPlan:
+    """The smallest pair count of PAIR_GRID (within [min_pairs, max_pairs]) whose simulated detection
+    of `slowdown` at noise `cv` reaches `power`; `max_pairs` with a note when none does."""
+    grid = sorted({p for p in PAIR_GRID if min_pairs <= p <= max_pairs} | {max(min_pairs, min(max_pairs, 200))})
+    row = None
+    for pairs in grid:
+        row = calibrate(cv, pairs, trials=trials, seed=seed, slowdown=slowdown)
+        if row.detection >= power:
+            return PairPlan(pairs, cv, row.detection,
+                            f"calibrated: {row.detection:.0%} detection of +{slowdown:.0%} at CV {cv:.1%}")
+    assert row is not None
+    return PairPlan(row.pairs, cv, row.detection,
+                    f"capped at {row.pairs}: {row.detection:.0%} detection of +{slowdown:.0%} at CV {cv:.1%}",
+                    [f"A/B power below {power:.0%}: at the measured CV {cv:.1%}, {row.pairs} pairs (--ab-max-pairs) "
+                     f"detect a true +{slowdown:.0%} {row.detection:.0%} of the time"])
 
 
-@dataclass
-class ABClip:
-    clip_s: float
-    base_ms: list[float]
-    head_ms: list[float]
-    comparison: Comparison
-
-
-def run_ab(base_root: Path, head_root: Path, config: dict[str, Any], clip_lengths: list[float], pairs: int,
-           warmup: int, scripts: dict[float, str], language: str, reference_wav: Path, transcript: str,
-           avatar: Path, log_dir: Path, threshold: float = 0.05, floor_ms: float = 2.0, alpha: float = 0.05,
-           factory: str | None = None, factory_args: tuple[dict, dict] = ({}, {}),
-           progress: Callable[[str], None] | None = None) -> list[ABClip]:
-    """Start one worker per checkout, interleave their runs per clip length, compare."""
-    workers = [WorkerProcess(base_root, "base", log_dir), WorkerProcess(head_root, "head", log_dir)]
-    try:
-        for worker, args in zip(workers, factory_args, strict=True):
-            if progress:
-                progress(f"A/B: preparing the {worker.label} pipeline")
-            worker.request(op="prepare", config=config, avatar=str(avatar), reference=str(reference_wav),
-                           transcript=transcript, language=language, factory=factory, factory_args=args)
-        out = []
-        for clip_s in clip_lengths:
-            def runner(worker: WorkerProcess, clip_s: float = clip_s) -> Callable[[int], float]:
-                def run(seed: int) -> float:
-                    return float(worker.request(op="run", text=scripts[clip_s], language=language, clip_s=clip_s,
-                                                seed=seed)["latency_ms"])
-                return run
-
-            if progress:
-                progress(f"A/B: clip {clip_s:g} s, {pairs} interleaved pairs")
-            base, head = interleave(runner(workers[0]), runner(workers[1]), pairs, warmup)
-            out.append(ABClip(clip_s, base, head, compare(base, head, threshold, floor_ms, alpha)))
-        return out
-    finally:
-        for worker in workers:
-            worker.close()
-
-
-def ab_rows(clips: list[ABClip], context: dict[str, Any], base_ref: str, base_sha: str) -> list[dict[str, Any]]:
-    """ab.csv: one row per clip length (context columns last)."""
-    rows = []
-    for clip in clips:
-        c = clip.comparison
-        row = {"clip_s": clip.clip_s, "base_ref": base_ref, "base_commit": base_sha, "n_base": c.n_base,
-               "n_head": c.n_head, "base_latency_ms_p50": c.base_median, "head_latency_ms_p50": c.head_median,
-               "diff_ms": c.diff_ms, "slowdown_pct": c.slowdown * 100, "slowdown_ci_low_pct": c.slowdown_ci_low * 100,
-               "slowdown_ci_high_pct": c.slowdown_ci_high * 100, "p_value": c.p_value,
-               "threshold_pct": c.threshold * 100, "floor_ms": c.floor_ms, "alpha": c.alpha, "test": c.test,
-               "verdict": c.verdict, "reason": c.reason}
-        row.update({k: v for k, v in context.items() if k not in row})
-        rows.append(row)
-    return rows
-
-
-def make_temp_dir(prefix: str) -> tempfile.TemporaryDirectory:
-    return tempfile.TemporaryDirectory(prefix=prefix)
+def paired_cv(base: Sequence[float], head: Sequence[float]) -> float:
+    """The per-run CV that the pairs' noise amounts to: a robust spread (1.4826 x MAD) of the
+    log-ratios, divided by sqrt(2) (a log-ratio carries the noise of two runs)."""
+    d = np.log(np.asarray(head, dtype=np.float64)) - np.log(np.asarray(base, dtype=np.float64))
+    mad = float(np.median(np.abs(d - np.median(d))))
+    sigma = 1.4826 * mad / math.sqrt(2)
+    return math.sqrt(math.expm1(sigma * sigma))

@@ -9,6 +9,9 @@ Protocol: one JSON object per line on stdin, one answer per line on the original
 else the code prints goes to stderr). Requests:
   {"op": "prepare", "config": {...}, "avatar": path, "reference": wav path, "transcript", "language",
    "factory": "file.py:function" | null, "factory_args": {...}}
+      -> {"ok": true, "dropped": ["chunking.first_chunk_seconds", ...]}
+      `config` holds only the options set explicitly; this checkout fills in its own defaults, and an
+      option its config model does not know is dropped (and named in "dropped"), never an error.
   {"op": "run", "text": str, "language": str, "clip_s": float, "seed": int}
       -> {"ok": true, "latency_ms", "first_chunk_ms", "stage_ms"}
   {"op": "quit"}
@@ -47,7 +50,10 @@ class Worker:
     def prepare(self, req: dict[str, Any]) -> dict[str, Any]:
         self.hello(req)
         from iris_pipeline.audio import read_audio
+        from iris_pipeline.config import PipelineConfig
         from iris_pipeline.pipeline import Job
+
+        config, dropped = known_options(PipelineConfig, req["config"])
 
         if req.get("factory"):
             file, _, name = str(req["factory"]).rpartition(":")
@@ -55,18 +61,18 @@ class Worker:
             module = importlib.util.module_from_spec(spec)
             sys.modules[spec.name] = module  # dataclasses in the file look their module up
             spec.loader.exec_module(module)
-            self.pipeline = getattr(module, name)(req["config"], **(req.get("factory_args") or {}))
+            self.pipeline = getattr(module, name)(config, **(req.get("factory_args") or {}))
         else:
             from iris_pipeline.config import parse_pipeline_config
             from iris_pipeline.pipeline import Pipeline
 
-            self.pipeline = Pipeline(parse_pipeline_config(req["config"]))
+            self.pipeline = Pipeline(parse_pipeline_config(config))
         self.pipeline.prepare()
         avatar = self.pipeline.prepare_avatar(req["avatar"])
         reference = read_audio(req["reference"], name="reference")
         self.job_cls = Job
         self.job_args = {"reference": reference, "transcript": req["transcript"], "avatar": avatar}
-        return {}
+        return {"dropped": dropped}
 
     def run(self, req: dict[str, Any]) -> dict[str, Any]:
         job = self.job_cls(text=req["text"], language=req["language"], seconds=float(req["clip_s"]),
@@ -88,6 +94,26 @@ class Worker:
         if self.pipeline is not None:
             self.pipeline.close()
         return {}
+
+
+def known_options(model: Any, options: dict[str, Any], prefix: str = "") -> tuple[dict[str, Any], list[str]]:
+    """`options` without the keys this checkout's config `model` (a pydantic model class) has no field
+    for, recursively through nested models; and the dotted names of the dropped keys."""
+    fields = getattr(model, "model_fields", None)
+    if fields is None:  # not a pydantic v2 model: nothing to check against, the options go as they are
+        return dict(options), []
+    kept: dict[str, Any] = {}
+    dropped: list[str] = []
+    for key, value in options.items():
+        if key not in fields:
+            dropped.append(prefix + key)
+            continue
+        sub = fields[key].annotation
+        if isinstance(value, dict) and isinstance(sub, type) and hasattr(sub, "model_fields"):
+            value, more = known_options(sub, value, f"{prefix}{key}.")
+            dropped += more
+        kept[key] = value
+    return kept, dropped
 
 
 def _synced_now() -> float:

@@ -45,7 +45,7 @@ def clip_summaries(result: BenchResult, clip: ClipMeasurement) -> dict[str, Summ
 
 def _memory(clip: ClipMeasurement) -> dict[str, Any]:
     nv = clip.nvml_all
-    return {"peak_mem_gb": nv.peak_mem_gb if nv.available else math.nan,
+    return {"peak_mem_gb": nv.peak_mem_gb if nv.available else math.nan, "peak_host_mem_gb": clip.peak_host_mem_gb,
             "mem_method": nv.mem_method if nv.available else "unavailable",
             "reason": nv.reason, "torch_peak_reserved_gb": clip.torch_peak_reserved_gb,
             "per_device": nv.peak_mem_gb_per_device, "baseline_gb_per_device": nv.baseline_gb_per_device}
@@ -104,6 +104,7 @@ def csv_rows(result: BenchResult) -> list[dict[str, Any]]:
             "saturating_concurrency": thr["saturating_concurrency"],
             "peak_mem_gb": mem["peak_mem_gb"], "mem_method": mem["mem_method"],
             "torch_peak_reserved_gb": mem["torch_peak_reserved_gb"],
+            "peak_host_mem_gb": clip.peak_host_mem_gb,
             "gpu_busy_pct": util["gpu_busy_pct"], "gpu_busy_period_s": util["gpu_busy_period_s"],
             "sm_active_pct": util["sm_active_pct"], "sm_occupancy_pct": util["sm_occupancy_pct"],
         })
@@ -123,32 +124,34 @@ def csv_rows(result: BenchResult) -> list[dict[str, Any]]:
 
 
 def evaluate(result: BenchResult, targets: Any) -> list[verdicts.Verdict]:
-    """Every gate of the targets file (for this GPU) at every measured clip length."""
+    """Every gate of the targets file (for this GPU) at every measured clip length. MARGINAL verdicts
+    carry the policy: the settings' `marginal` where given, else the targets file's."""
     s = result.resolved.settings
+    policy = s.marginal or targets.marginal
     out: list[verdicts.Verdict] = []
     for clip in result.clips:
         gates = verdicts.gates_for(targets.for_clip(clip.clip_s, result.gpu_name), clip.clip_s, s.statistics,
                                    s.confidence)
-        thr = _throughput(clip)
         for gate in gates:
             if gate.figure in ("latency_ms", "first_chunk_ms"):
                 samples = [getattr(r, gate.figure) for r in clip.runs]
-                out.append(verdicts.judge_time(gate, samples, n_boot=s.n_boot, seed=s.seed, marginal=s.marginal))
+                out.append(verdicts.judge_time(gate, samples, n_boot=s.n_boot, seed=s.seed, policy=policy))
             elif gate.figure == "peak_mem_gb":
                 nv = clip.nvml_all
                 out.append(verdicts.judge_memory(gate, nv.peak_mem_gb, nv.available, nv.reason))
             elif gate.figure == "throughput_cps":
-                out.append(_judge_throughput(gate, clip, thr, s.throughput))
+                out.append(_judge_throughput(gate, clip, s, policy))
     return out
 
 
-def _judge_throughput(gate: verdicts.Gate, clip: ClipMeasurement, thr: dict[str, Any], measured: bool):
-    if not measured:
+def _judge_throughput(gate: verdicts.Gate, clip: ClipMeasurement, s: Any, policy: str) -> verdicts.Verdict:
+    if not s.throughput:
         return verdicts.judge_throughput(gate, None, "throughput phase switched off (--no-throughput)")
     phase = clip.phase(1 if gate.statistic == "rate_c1" else clip.saturating_concurrency)
     if phase is None:
         return verdicts.judge_throughput(gate, None, "no throughput phase ran")
-    return verdicts.judge_throughput(gate, phase.rate_cps, None if phase.valid else phase.why_invalid)
+    return verdicts.judge_throughput(gate, phase.rate_cps, None if phase.valid else phase.why_invalid,
+                                     phase.rate_interval(s.n_boot, s.seed, gate.confidence), policy)
 
 
 def bench_json(result: BenchResult, rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -178,7 +181,8 @@ def bench_json(result: BenchResult, rows: list[dict[str, Any]]) -> dict[str, Any
 
 def summary_json(result: BenchResult, found: list[verdicts.Verdict], targets_file: str,
                  files: dict[str, str]) -> dict[str, Any]:
-    counts = {v: sum(1 for x in found if x.verdict == v) for v in (verdicts.PASS, verdicts.FAIL, verdicts.INVALID)}
+    counts = {v: sum(1 for x in found if x.verdict == v)
+              for v in (verdicts.PASS, verdicts.FAIL, verdicts.MARGINAL, verdicts.INVALID)}
     s = result.resolved.settings
     return {
         "format": schema.SUMMARY_FORMAT, "verdict": verdicts.overall(found), "counts": counts,

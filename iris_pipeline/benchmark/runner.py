@@ -7,18 +7,24 @@ It drives any object with the `Pipeline` API (`submit(job) -> handle` with `chun
 2. measured runs, one job at a time: `latency_ms` = submit -> last chunk (speech + frames) on the
    host, devices synchronised; `first_chunk_ms` = submit -> first chunk on the host; stage times
    from `RenderResult.stage_ms`; the first `encode_runs` results are encoded to mp4 (`encode_ms`,
-   outside the latency);
+   outside the latency). While a time gate's interval still straddles its target (`more_runs`),
+   more runs follow, half the planned count at a time, up to `max_runs`;
 3. throughput: closed loops of c clients (each submits its next job when its last one finished),
    c = 1, 2, 4, ... until the rate improves by less than `saturation_gain` (or `max_concurrency`).
    The first c completions of a phase fill the pipeline and are not counted; the rate is the
    completions after them over the time they took. The measured runs are themselves the c = 1
    loop: where they meet the phase minimum, c = 1 is taken from them (runs / summed latency);
-4. memory and utilisation: the NVML sampler's window is reset at the start of L; busy / SM figures
-   cover the measured runs, the memory peak covers measured runs and throughput phases.
+4. memory and utilisation, one window per L (`open_window`): before L's warm-up the previous
+   window's caches are released (the pipeline's own caches where it offers `release_caches()`,
+   Python garbage, the torch allocator's unused blocks); after the warm-up the NVML, allocator and
+   host (RSS) peaks are reset. So `peak_mem_gb` of L is what L's measured runs and throughput phases
+   needed on top of the loaded pipeline and L's warm-up, never a leftover of an earlier L. Busy / SM
+   figures cover the measured runs.
 """
 
 from __future__ import annotations
 
+import gc
 import math
 import tempfile
 import threading
@@ -28,12 +34,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
+from iris_pipeline.benchmark.hostmem import HostMemorySampler
 from iris_pipeline.benchmark.settings import Resolved
 from iris_pipeline.metrics import NvmlSampler, Summary, reset_torch_peaks, synchronize, torch_peak_gb
 
 Progress = Callable[[str], None]
+MoreRuns = Callable[[list["RunSample"]], bool]  # True while the runs so far leave a gate undecided
 
 
 @dataclass
@@ -74,9 +83,22 @@ class Phase:
     valid: bool
     why_invalid: str | None
     source: str = "closed loop"  # or "latency runs" (c = 1 taken from the measured runs)
+    gaps_s: list[float] = field(default_factory=list)  # the counted completions' spacing; sums to window_s
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
+
+    def rate_interval(self, n_boot: int, seed: int, confidence: float) -> tuple[float, float] | None:
+        """Bootstrap interval of the rate: resample the completion gaps (rate = 1 / their mean);
+        None with fewer than 2 gaps."""
+        gaps = np.asarray(self.gaps_s, dtype=np.float64)
+        if gaps.size < 2 or not np.all(gaps > 0):
+            return None
+        rng = np.random.default_rng(seed)
+        means = gaps[rng.integers(0, gaps.size, size=(n_boot, gaps.size))].mean(axis=1)
+        tail = (1 - confidence) / 2 * 100
+        low_mean, high_mean = np.percentile(means, [tail, 100 - tail])
+        return float(1 / high_mean), float(1 / low_mean)
 
 
 @dataclass
@@ -91,6 +113,8 @@ class ClipMeasurement:
     nvml_all: Any  # NvmlSummary over runs + throughput phases
     torch_peak_reserved_gb: float
     encode_error: str | None = None
+    peak_host_mem_gb: float = math.nan  # peak RSS of the window (hostmem.py)
+    planned_runs: int = 0  # the runs planned before any sequential extension
 
     def figure_summary(self, figure: str, n_boot: int, seed: int, confidence: float) -> Summary | None:
         values = [getattr(r, figure) for r in self.runs if not math.isnan(getattr(r, figure))]
@@ -198,7 +222,8 @@ def throughput_phase(target: BenchTarget, clip_s: float, concurrency: int, min_s
     counted = max(0, len(stamps) - concurrency)
     window_s = stamps[-1] - stamps[concurrency - 1] if counted else math.nan
     rate = counted / window_s if counted and window_s > 0 else math.nan
-    return Phase(concurrency, rate, counted, window_s, min(len(stamps), concurrency), valid, why)
+    gaps = [float(g) for g in np.diff(stamps[concurrency - 1:])] if counted else []
+    return Phase(concurrency, rate, counted, window_s, min(len(stamps), concurrency), valid, why, gaps_s=gaps)
 
 
 def phase_from_runs(runs: list[RunSample], min_seconds: float, min_clips: int) -> Phase | None:
@@ -209,7 +234,8 @@ def phase_from_runs(runs: list[RunSample], min_seconds: float, min_clips: int) -
     busy_s = sum(r.latency_ms for r in runs) / 1e3
     if len(runs) < 2 or not (busy_s >= min_seconds or len(runs) >= min_clips):
         return None
-    return Phase(1, len(runs) / busy_s, len(runs), busy_s, 0, True, None, source="latency runs")
+    return Phase(1, len(runs) / busy_s, len(runs), busy_s, 0, True, None, source="latency runs",
+                 gaps_s=[r.latency_ms / 1e3 for r in runs])
 
 
 def ramp(target: BenchTarget, clip_s: float, resolved: Resolved, seed: int,
@@ -243,23 +269,48 @@ def ramp(target: BenchTarget, clip_s: float, resolved: Resolved, seed: int,
     return phases, (best.concurrency if best is not None else None), note
 
 
+def release_caches(target: BenchTarget) -> None:
+    """Drop what an earlier window left cached: the pipeline's own caches (where it has
+    `release_caches()`), Python garbage, and the torch allocator's unused blocks on its devices."""
+    release = getattr(target.pipeline, "release_caches", None)
+    if callable(release):
+        release()
+    gc.collect()
+    for device in target.devices:
+        if torch.device(device).type == "cuda":
+            with torch.cuda.device(device):
+                torch.cuda.empty_cache()
+
+
+def reset_peaks(target: BenchTarget, sampler: NvmlSampler, host: HostMemorySampler | None) -> None:
+    """Open a measurement window: NVML, allocator and host peaks start again from now."""
+    synchronize(target.devices or None)
+    sampler.reset()
+    reset_torch_peaks(target.devices or None)
+    if host is not None:
+        host.reset()
+
+
 def measure_clip(target: BenchTarget, clip_s: float, resolved: Resolved, sampler: NvmlSampler,
-                 progress: Progress | None = None) -> ClipMeasurement:
+                 progress: Progress | None = None, host: HostMemorySampler | None = None,
+                 more_runs: MoreRuns | None = None) -> ClipMeasurement:
     s = resolved.settings
+    release_caches(target)
     warmup: list[RunSample] = []
     for i in range(resolved.warmup):
         if progress:
             progress(f"clip {clip_s:g} s: warm-up {i + 1}/{resolved.warmup}")
         sample, _ = time_job(target, target.make_job(clip_s, s.seed + i), index=-1 - i)
         warmup.append(sample)
-    sampler.reset()
-    reset_torch_peaks(target.devices or None)
+    reset_peaks(target, sampler, host)
     runs: list[RunSample] = []
     encode_error = None
+    planned = resolved.runs
     with tempfile.TemporaryDirectory(prefix="iris-bench-encode-") as tmp:
-        for i in range(resolved.runs):
+        while len(runs) < planned:
+            i = len(runs)
             if progress:
-                progress(f"clip {clip_s:g} s: run {i + 1}/{resolved.runs}")
+                progress(f"clip {clip_s:g} s: run {i + 1}/{planned}")
             sample, result = time_job(target, target.make_job(clip_s, s.seed + 1000 + i), index=i)
             if i < s.encode_runs and encode_error is None:
                 try:
@@ -268,6 +319,8 @@ def measure_clip(target: BenchTarget, clip_s: float, resolved: Resolved, sampler
                     encode_error = f"{type(exc).__name__}: {exc}"
             del result
             runs.append(sample)
+            if len(runs) == planned and planned < resolved.max_runs and more_runs is not None and more_runs(runs):
+                planned = min(resolved.max_runs, planned + max(1, resolved.runs // 2))
     nvml_runs = sampler.summary()
     phases: list[Phase] = []
     saturating, note = None, None
@@ -278,4 +331,6 @@ def measure_clip(target: BenchTarget, clip_s: float, resolved: Resolved, sampler
     return ClipMeasurement(clip_s=clip_s, runs=runs, warmup=warmup, phases=phases,
                            saturating_concurrency=saturating, ramp_note=note, nvml_runs=nvml_runs,
                            nvml_all=nvml_all, torch_peak_reserved_gb=torch_peak_gb("reserved", target.devices or None)
-                           if target.devices else math.nan, encode_error=encode_error)
+                           if target.devices else math.nan, encode_error=encode_error,
+                           peak_host_mem_gb=host.peak_gb() if host is not None else math.nan,
+                           planned_runs=resolved.runs)

@@ -8,11 +8,12 @@ same header (a figure that does not apply to a row is "n/a"):
     stage_ms_{...same...}                                              stage rows
     first_chunk_ms_{...same...}                                        e2e rows
     encode_ms_p50, rtf, throughput_cps_c1, throughput_cps_sat, saturating_concurrency,
-    peak_mem_gb, mem_method, torch_peak_reserved_gb, gpu_busy_pct, gpu_busy_period_s,
+    peak_mem_gb, mem_method, torch_peak_reserved_gb, peak_host_mem_gb, gpu_busy_pct, gpu_busy_period_s,
     sm_active_pct, sm_occupancy_pct, engine_build_attempted, engine_build_succeeded,
     engine_cache_hits, engine_build_s                                  e2e rows
     <every key of metrics.capture_context(config)>                     all rows
 
+Every column is defined in docs/figures.md (tests/unit/bench/test_figures_doc.py checks it).
 `ci_low`/`ci_high` are the bounds of the bootstrap confidence interval of the median (95 % unless
 the settings say otherwise). Other consumers (`iris report`, the Allure attachments) read these
 names; change them only together with those readers and bump the format tags.
@@ -40,7 +41,7 @@ STAGE_NAMES: tuple[str, ...] = ("rvc", "vallex_prompt", "vallex", "fastpitch", "
 
 E2E_FIGURES: tuple[str, ...] = (
     "encode_ms_p50", "rtf", "throughput_cps_c1", "throughput_cps_sat", "saturating_concurrency",
-    "peak_mem_gb", "mem_method", "torch_peak_reserved_gb", "gpu_busy_pct", "gpu_busy_period_s",
+    "peak_mem_gb", "mem_method", "torch_peak_reserved_gb", "peak_host_mem_gb", "gpu_busy_pct", "gpu_busy_period_s",
     "sm_active_pct", "sm_occupancy_pct", "engine_build_attempted", "engine_build_succeeded",
     "engine_cache_hits", "engine_build_s",
 )

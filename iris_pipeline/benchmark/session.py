@@ -8,6 +8,7 @@ builds; another process building into the same cache at the same time would be c
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from collections.abc import Callable
@@ -18,10 +19,17 @@ from typing import Any
 
 import torch
 
-from iris_pipeline.benchmark import inputs
+from iris_pipeline.benchmark import inputs, verdicts
+from iris_pipeline.benchmark.hostmem import HostMemorySampler
 from iris_pipeline.benchmark.runner import BenchTarget, ClipMeasurement, Progress, measure_clip
 from iris_pipeline.benchmark.settings import BenchSettings, Resolved, resolve
-from iris_pipeline.config import STAGE_ORDER, PipelineConfig, load_pipeline_config, parse_pipeline_config
+from iris_pipeline.config import (
+    STAGE_ORDER,
+    PipelineConfig,
+    Targets,
+    load_pipeline_config,
+    parse_pipeline_config,
+)
 from iris_pipeline.errors import ConfigError
 from iris_pipeline.metrics import NvmlSampler, capture_context, device_used_bytes
 
@@ -59,24 +67,25 @@ def build_config(config: Path | dict[str, Any] | None = None, *, size: str | Non
                  device: str | None = None, precision: str | None = None, backend: str | None = None,
                  stage_precision: dict[str, str] | None = None, stage_backend: dict[str, str] | None = None,
                  ) -> PipelineConfig:
-    """The pipeline config: YAML file (or {"data": mapping, "source": name}, or the defaults), then
-    flags; per-stage flags override all-stage flags. Without a size anywhere: `default_size`."""
+    """The benchmark's pipeline config, for `iris bench`, its A/B check and the pytest perf suite alike
+    (the one place where it is resolved): YAML file (or {"data": mapping, "source": name}, or the
+    defaults), then flags; per-stage flags override all-stage flags. Without a size anywhere:
+    `default_size`. The config is validated from the explicit options only, so
+    `config.model_dump(exclude_unset=True)` is exactly what the user (or this function) set."""
     if isinstance(config, dict):
-        data, source = dict(config["data"]), str(config.get("source", "config"))
+        data, source = copy.deepcopy(dict(config["data"])), str(config.get("source", "config"))
     elif config is not None:
-        data, source = load_pipeline_config(config).model_dump(mode="json"), str(config)
-        data = {k: v for k, v in data.items() if k in _yaml_keys(config)}
+        load_pipeline_config(config)  # a bad file fails here, with its own one-line message
+        data, source = _yaml_mapping(config), str(config)
     else:
         data, source = {}, "bench options"
     if device is not None:
         data["device"] = device
-    base = parse_pipeline_config(data, source=source)
-    explicit_size = size is not None or "size" in data
-    data = base.model_dump(mode="json")
+    parse_pipeline_config(data, source=source)  # the file's own errors before the flags' ones
     if size is not None:
         data["size"] = size
-    elif not explicit_size:
-        data["size"] = default_size(data["device"])
+    elif "size" not in data:
+        data["size"] = default_size(str(data.get("device", "auto")))
     for key, every, per_stage in (("precision", precision, stage_precision or {}),
                                   ("backend", backend, stage_backend or {})):
         unknown = [s for s in per_stage if s not in STAGE_ORDER]
@@ -85,16 +94,16 @@ def build_config(config: Path | dict[str, Any] | None = None, *, size: str | Non
         for stage in STAGE_ORDER:
             value = per_stage.get(stage, every)
             if value is not None:
-                data[stage][key] = value
+                data[stage] = {**(data.get(stage) or {}), key: value}
     return parse_pipeline_config(data, source=source if not (size or precision or backend or stage_precision
                                                              or stage_backend) else f"{source} + flags")
 
 
-def _yaml_keys(path: Path) -> set[str]:
+def _yaml_mapping(path: Path) -> dict[str, Any]:
     import yaml
 
     data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-    return set(data) if isinstance(data, dict) else set()
+    return data if isinstance(data, dict) else {}
 
 
 def engine_dirs(config: PipelineConfig) -> list[Path]:
@@ -151,60 +160,113 @@ def _varied(reference: Any, seed: int) -> Any:
     return Waveform(reference.samples + noise.to(reference.samples.device), reference.sample_rate)
 
 
-def run_benchmark(settings: BenchSettings, config: PipelineConfig, *, stage_factory: Callable | None = None,
-                  nvml: Any = None, sample_devices: list[Any] | None = None,
-                  progress: Progress | None = None) -> BenchResult:
-    """Build the pipeline once and measure every clip length of `settings` (see runner.py)."""
-    from iris_pipeline.pipeline import Job, Pipeline
-    from iris_pipeline.placement import Placement
+class BenchSession:
+    """One benchmark session, open for as long as the `with` block: the pipeline built once, the NVML
+    and host-memory samplers running. `measure()` measures every clip length of the settings (see
+    runner.py); with `targets`, a clip length whose time gates are still undecided gets more runs (up
+    to max_runs). `iris bench` and the pytest perf suite both measure through this class; the pytest
+    suite keeps it open so pytest-benchmark can time one more job afterwards (`target`)."""
 
-    started_utc = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    t0 = time.perf_counter()
-    placement = Placement.from_config(config)
-    gpus = placement.gpu_devices
-    resolved = resolve(settings, on_gpu=bool(gpus))
-    context = capture_context(config)
-    devices = gpus if sample_devices is None else sample_devices
-    baseline = device_used_bytes(devices, nvml=nvml) if devices else {}
-    engines_before = engine_counters(config)
-    sampler = NvmlSampler(devices, settings.nvml_period_s, baseline_bytes=baseline, nvml=nvml)
-    sampler.start()
-    pipeline = Pipeline(config, placement=placement, stage_factory=stage_factory)
-    try:
-        if progress:
-            progress("building the pipeline")
-        pipeline.prepare(progress=(lambda name: progress(f"preparing stage {name}")) if progress else None)
-        build_nvml = sampler.summary()
-        avatar = pipeline.prepare_avatar(settings.avatar or inputs.default_avatar_path())
-        reference = inputs.load_reference(settings.reference, settings.seed)
-        transcript = settings.transcript or inputs.reference_transcript(settings.language)
+    def __init__(self, settings: BenchSettings, config: PipelineConfig, *, targets: Targets | None = None,
+                 stage_factory: Callable | None = None, nvml: Any = None, sample_devices: list[Any] | None = None,
+                 progress: Progress | None = None):
+        from iris_pipeline.placement import Placement
+
+        self.settings, self.config, self.targets, self.progress = settings, config, targets, progress
+        self._stage_factory = stage_factory
+        self.started_utc = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        self._t0 = time.perf_counter()
+        self.placement = Placement.from_config(config)
+        self.gpus = self.placement.gpu_devices
+        self.resolved = resolve(settings, on_gpu=bool(self.gpus))
+        self.context = capture_context(config)
+        self.devices = self.gpus if sample_devices is None else sample_devices
+        self._nvml = nvml
+        self.target: BenchTarget | None = None
+        self.pipeline: Any = None
+
+    def __enter__(self) -> BenchSession:
+        from iris_pipeline.pipeline import Pipeline
+
+        s, progress = self.settings, self.progress
+        baseline = device_used_bytes(self.devices, nvml=self._nvml) if self.devices else {}
+        self.engines_before = engine_counters(self.config)
+        self.sampler = NvmlSampler(self.devices, s.nvml_period_s, baseline_bytes=baseline, nvml=self._nvml).start()
+        self.host = HostMemorySampler(s.nvml_period_s).start()
+        try:
+            self.pipeline = Pipeline(self.config, placement=self.placement, stage_factory=self._stage_factory)
+            if progress:
+                progress("building the pipeline")
+            self.pipeline.prepare(progress=(lambda name: progress(f"preparing stage {name}")) if progress else None)
+            self.build_nvml = self.sampler.summary()
+            self.target = BenchTarget(self.pipeline, self._job_maker(), list(self.gpus))
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.host.stop()
+        self.sampler.stop()
+        if self.pipeline is not None:
+            self.pipeline.close()
+
+    def _job_maker(self) -> Callable[[float, int], Any]:
+        from iris_pipeline.pipeline import Job
+
+        s = self.settings
+        avatar = self.pipeline.prepare_avatar(s.avatar or inputs.default_avatar_path())
+        reference = inputs.load_reference(s.reference, s.seed)
+        transcript = s.transcript or inputs.reference_transcript(s.language)
         scripts: dict[float, str] = {}
 
         def make_job(clip_s: float, seed: int) -> Any:
             if clip_s not in scripts:
-                scripts[clip_s] = inputs.script_for(clip_s, settings.language)
-            voice = _varied(reference, seed) if settings.fresh_voice else reference
-            return Job(text=scripts[clip_s], language=settings.language, reference=voice, transcript=transcript,
+                scripts[clip_s] = inputs.script_for(clip_s, s.language)
+            voice = _varied(reference, seed) if s.fresh_voice else reference
+            return Job(text=scripts[clip_s], language=s.language, reference=voice, transcript=transcript,
                        avatar=avatar, seconds=clip_s, seed=seed)
 
-        target = BenchTarget(pipeline, make_job, list(gpus))
-        clips = [measure_clip(target, clip_s, resolved, sampler, progress) for clip_s in settings.clip_lengths]
-    finally:
-        sampler.stop()
-        pipeline.close()
-    engines = counters_delta(engines_before, engine_counters(config))
-    notes = list(resolved.notes)
-    if not sampler.available:
-        notes.append(f"NVML unavailable ({sampler.reason}): peak_mem_gb, gpu_busy_pct and SM figures are n/a "
-                     "and their gates INVALID")
-    if not settings.fresh_voice:
-        notes.append("voice prompt cached: the same reference every run, so RVC and the VALL-E X prompt run in "
-                     "warm-up only (DESIGN: RVC is cached per reference); --fresh-voice times them per clip")
-    for clip in clips:
-        if clip.encode_error:
-            notes.append(f"clip {clip.clip_s:g} s: mp4 encoding failed ({clip.encode_error}); encode_ms is n/a")
-        if clip.ramp_note:
-            notes.append(f"clip {clip.clip_s:g} s: {clip.ramp_note}")
-    return BenchResult(context=context, resolved=resolved, config=config.model_dump(mode="json"),
-                       placement=placement.describe(), clips=clips, engines=engines, build_nvml=build_nvml,
-                       notes=notes, started_utc=started_utc, duration_s=time.perf_counter() - t0)
+        return make_job
+
+    def _more_runs(self, clip_s: float) -> Callable | None:
+        if self.targets is None:
+            return None
+        s, gpu_name = self.settings, self.context.get("gpu_name")
+        clip_targets = self.targets.for_clip(clip_s, None if gpu_name == "n/a" else gpu_name)
+        return verdicts.undecided_rule(clip_targets, clip_s, s.statistics, s.confidence, s.n_boot, s.seed)
+
+    def measure(self) -> BenchResult:
+        """Every clip length, one measurement window each."""
+        assert self.target is not None, "BenchSession.measure() runs inside `with`"
+        clips = [measure_clip(self.target, clip_s, self.resolved, self.sampler, self.progress, self.host,
+                              self._more_runs(clip_s)) for clip_s in self.settings.clip_lengths]
+        return BenchResult(context=self.context, resolved=self.resolved, config=self.config.model_dump(mode="json"),
+                           placement=self.placement.describe(), clips=clips,
+                           engines=counters_delta(self.engines_before, engine_counters(self.config)),
+                           build_nvml=self.build_nvml, notes=self._notes(clips), started_utc=self.started_utc,
+                           duration_s=time.perf_counter() - self._t0)
+
+    def _notes(self, clips: list[ClipMeasurement]) -> list[str]:
+        notes = list(self.resolved.notes)
+        if not self.sampler.available:
+            notes.append(f"NVML unavailable ({self.sampler.reason}): peak_mem_gb, gpu_busy_pct and SM figures are "
+                         "n/a and their gates INVALID")
+        if not self.settings.fresh_voice:
+            notes.append("voice prompt cached: the same reference every run, so RVC and the VALL-E X prompt run in "
+                         "warm-up only (RVC is cached per reference); --fresh-voice times them per clip")
+        for clip in clips:
+            if len(clip.runs) > clip.planned_runs:
+                notes.append(f"clip {clip.clip_s:g} s: {len(clip.runs)} runs instead of {clip.planned_runs}: a "
+                             f"gate's interval straddled its target (cap max_runs {self.resolved.max_runs})")
+            if clip.encode_error:
+                notes.append(f"clip {clip.clip_s:g} s: mp4 encoding failed ({clip.encode_error}); encode_ms is n/a")
+            if clip.ramp_note:
+                notes.append(f"clip {clip.clip_s:g} s: {clip.ramp_note}")
+        return notes
+
+
+def run_benchmark(settings: BenchSettings, config: PipelineConfig, **kwargs: Any) -> BenchResult:
+    """Build the pipeline once, measure every clip length, tear down (keywords: `BenchSession`'s)."""
+    with BenchSession(settings, config, **kwargs) as session:
+        return session.measure()

@@ -9,9 +9,9 @@ from rich.console import Console
 from rich.table import Table
 
 from iris_pipeline.benchmark import schema
-from iris_pipeline.benchmark.verdicts import FAIL, INVALID, PASS, UNITS, Verdict
+from iris_pipeline.benchmark.verdicts import FAIL, INVALID, MARGINAL, PASS, UNITS, Verdict
 
-STYLE = {PASS: "green", FAIL: "bold red", INVALID: "yellow"}
+STYLE = {PASS: "green", FAIL: "bold red", INVALID: "yellow", MARGINAL: "magenta"}
 
 
 def fmt(value: Any, digits: int = 4) -> str:
@@ -25,7 +25,7 @@ def fmt(value: Any, digits: int = 4) -> str:
 def figures_table(rows: list[dict[str, Any]]) -> Table:
     table = Table(title="Benchmark figures (e2e)", show_lines=False)
     for name in ("clip s", "runs", "latency p50 ms", "95% CI", "p90 ms", "first chunk p50 ms", "rtf",
-                 "thr c1 /s", "thr sat /s (c)", "peak mem GB", "gpu busy %", "sm active %"):
+                 "thr c1 /s", "thr sat /s (c)", "peak mem GB", "host RSS GB", "gpu busy %", "sm active %"):
         table.add_column(name, justify="right")
     for row in rows:
         if row["stage"] != schema.E2E:
@@ -35,7 +35,7 @@ def figures_table(rows: list[dict[str, Any]]) -> Table:
             f"[{fmt(row['latency_ms_ci_low'])}, {fmt(row['latency_ms_ci_high'])}]", fmt(row["latency_ms_p90"]),
             fmt(row["first_chunk_ms_p50"]), fmt(row["rtf"]), fmt(row["throughput_cps_c1"]),
             f"{fmt(row['throughput_cps_sat'])} ({fmt(row['saturating_concurrency'])})",
-            f"{fmt(row['peak_mem_gb'])} ({row['mem_method']})", fmt(row["gpu_busy_pct"]), fmt(row["sm_active_pct"]),
+            f"{fmt(row['peak_mem_gb'])} ({row['mem_method']})", fmt(row["peak_host_mem_gb"]), fmt(row["gpu_busy_pct"]), fmt(row["sm_active_pct"]),
         )
     return table
 
@@ -47,7 +47,7 @@ def verdict_table(found: list[Verdict], gpu: str | None) -> Table:
     for v in found:
         unit = UNITS.get(v.figure, "")
         table.add_row(fmt(v.clip_s), v.figure, v.statistic, f"{fmt(v.measured)} {unit}",
-                      f"{v.comparison} {fmt(v.target)} {unit}", f"[{STYLE[v.verdict]}]{v.verdict}[/]",
+                      f"{v.comparison} {fmt(v.target)} {unit}", f"[{STYLE[v.verdict]}]{v.label}[/]",
                       v.reason + (f" [{v.note}]" if v.note else ""))
     return table
 

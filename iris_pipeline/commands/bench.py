@@ -1,9 +1,10 @@
 """`iris bench`: the clip-length matrix on the chosen device -> bench.csv, bench.json, summary.json,
 a table of verdicts per target; `--gate` makes a missed target a non-zero exit; `--ab REF` checks
-the working tree against REF for a latency regression instead.
+the working tree against REF for a latency regression instead (iris_pipeline.benchmark.abtest).
 
-Exit codes with --gate: 0 all gates PASS; 1 a target missed (FAIL); 3 no FAIL but a gate INVALID
-(could not be decided: too few runs, NVML missing, ...). With --ab: 1 when a regression is found.
+Exit codes with --gate: 0 all gates PASS; 1 a target missed (FAIL, or MARGINAL under the policy
+`fail`); 3 no FAIL but a gate INVALID (could not be decided: no gates, NVML missing, ...). With --ab:
+1 when a regression is found; 3 under --gate when the check was INVALID.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import typer
+
+from iris_pipeline.benchmark.abtest import ALPHA, FLOOR_MS, MAX_PAIRS, MIN_SLOWDOWN
 
 EXIT_FAIL = 1
 EXIT_INVALID = 3
@@ -39,8 +42,11 @@ def bench_command(
     gate: bool = typer.Option(False, "--gate", help="exit non-zero when a target is missed or undecidable"),
     history: Path | None = typer.Option(None, "--history", help="append the CSV rows to this history CSV"),
     statistic: list[str] = typer.Option([], "--statistic", help="FIGURE=STAT, e.g. latency_ms=p90 (repeatable)"),
-    marginal: str = typer.Option("pass", "--marginal", help="a point estimate within target whose CI is not: "
-                                                             "pass (with a note) or invalid"),
+    marginal: str | None = typer.Option(None, "--marginal", help="policy for MARGINAL gates (interval still across "
+                                                                 "the target at --max-runs): pass or fail "
+                                                                 "(default: the targets file's `marginal`, fail)"),
+    max_runs: int | None = typer.Option(None, "--max-runs", min=1, help="cap of the runs taken while a gate is "
+                                                                        "undecided (GPU 90, CPU 10)"),
     throughput: bool = typer.Option(True, "--throughput/--no-throughput", help="run the throughput phases"),
     max_concurrency: int | None = typer.Option(None, "--max-concurrency", min=1, help="ramp limit (GPU 16, CPU 2)"),
     phase_min_seconds: float | None = typer.Option(None, "--phase-min-seconds", min=0.0),
@@ -54,15 +60,24 @@ def bench_command(
     seed: int | None = typer.Option(None, "--seed", help="seed of jobs, reference and bootstrap (0)"),
     ab: str | None = typer.Option(None, "--ab", help="A/B regression check of the working tree against this git ref"),
     ab_base_dir: Path | None = typer.Option(None, "--ab-base-dir", help="A/B against this checkout directory"),
-    ab_pairs: int = typer.Option(20, "--ab-pairs", min=1, help="interleaved pairs per clip length"),
-    ab_threshold: float = typer.Option(0.05, "--ab-threshold", help="slowdown of the median that may fail (0.05 = 5 %)"),
-    ab_floor_ms: float = typer.Option(2.0, "--ab-floor-ms", help="absolute floor of the median difference, ms"),
-    ab_alpha: float = typer.Option(0.05, "--ab-alpha", help="significance level of the Mann-Whitney U test"),
+    ab_pairs: int | None = typer.Option(None, "--ab-pairs", min=1,
+                                        help="interleaved pairs per clip length (default: chosen from the "
+                                             "calibration after a pilot, see `iris ab-calibrate`)"),
+    ab_max_pairs: int = typer.Option(MAX_PAIRS, "--ab-max-pairs", min=1, help="cap of the chosen pair count"),
+    ab_min_slowdown: float = typer.Option(MIN_SLOWDOWN, "--ab-min-slowdown",
+                                          help="slowdown the confidence bound must exceed (0.002 = 0.2 %)"),
+    ab_floor_ms: float = typer.Option(FLOOR_MS, "--ab-floor-ms", help="absolute floor of the estimated difference, ms"),
+    ab_alpha: float = typer.Option(ALPHA, "--ab-alpha", help="one-sided error level of the confidence bound"),
     quiet: bool = typer.Option(False, "--quiet", help="no progress lines"),
+    profile: str | None = typer.Option(None, "--profile", help="shipped profile (optimised, eager) or a profile "
+                                                               "YAML (default: optimised with a GPU, eager without)"),
+    compare_eager: bool = typer.Option(True, "--compare-eager/--no-compare-eager",
+                                       help="also measure the eager profile in this run: speedup.csv"),
 ) -> None:
     """Run the benchmark matrix and judge it against the targets (or, with --ab, against a base ref)."""
     from rich.console import Console
 
+    from iris_pipeline import profiles
     from iris_pipeline.benchmark import settings as bench_settings
     from iris_pipeline.benchmark.session import build_config
     from iris_pipeline.config import load_targets
@@ -71,29 +86,54 @@ def bench_command(
     progress = None if quiet else (lambda text: console.print(f"[dim]bench: {text}[/]"))
     file_settings, pipeline_data = _split_config(config)
     flags = {"clip_lengths": bench_settings.parse_clip_lengths(clip_lengths) if clip_lengths else None,
-             "runs": runs, "warmup": warmup, "max_concurrency": max_concurrency,
+             "runs": runs, "max_runs": max_runs, "warmup": warmup, "max_concurrency": max_concurrency,
+             "marginal": marginal,
              "phase_min_seconds": phase_min_seconds, "phase_min_clips": phase_min_clips, "encode_runs": encode_runs,
              "avatar": avatar, "reference": reference, "transcript": transcript, "language": language, "seed": seed}
     merged = {**file_settings, **{k: v for k, v in flags.items() if v is not None}}
     merged.update(statistics={**file_settings.get("statistics", {}),
                               **bench_settings.parse_assignments(statistic, "--statistic")},
-                  marginal=marginal, throughput=throughput and file_settings.get("throughput", True),
+                  throughput=throughput and file_settings.get("throughput", True),
                   fresh_voice=fresh_voice or file_settings.get("fresh_voice", False))
     settings = bench_settings.parse_settings(merged)
-    cfg = build_config(pipeline_data, size=size, device=device, precision=precision, backend=backend,
-                       stage_precision=bench_settings.parse_assignments(stage_precision, "--stage-precision"),
-                       stage_backend=bench_settings.parse_assignments(stage_backend, "--stage-backend"))
+    chosen = _profile(profile, device)
+
+    def config_of(prof, **flags):
+        data = pipeline_data["data"] if isinstance(pipeline_data, dict) else None
+        source = pipeline_data["source"] if isinstance(pipeline_data, dict) else "bench options"
+        return build_config({"data": profiles.profile_data(prof, data), "source": f"profile {prof.name} + {source}"},
+                            size=size, device=device, **flags)
+
+    resolved = profiles.resolve(chosen, config_of(
+        chosen, precision=precision, backend=backend,
+        stage_precision=bench_settings.parse_assignments(stage_precision, "--stage-precision"),
+        stage_backend=bench_settings.parse_assignments(stage_backend, "--stage-backend")))
+    cfg = resolved.config
+    eager_cfg = config_of(profiles.load_profile(profiles.EAGER)) if compare_eager and chosen.name != profiles.EAGER \
+        else None
     out_dir = out or default_out_dir()
     if ab is not None or ab_base_dir is not None:
-        from iris_pipeline.benchmark.abrun import run_ab_command
+        from iris_pipeline.benchmark.abrun import ABOptions, run_ab_command
 
-        code = run_ab_command(settings, cfg, out_dir, ab, ab_base_dir, ab_pairs, ab_threshold, ab_floor_ms,
-                              ab_alpha, console, progress)
-        raise typer.Exit(code)
+        opts = ABOptions(pairs=ab_pairs, max_pairs=ab_max_pairs, alpha=ab_alpha, min_slowdown=ab_min_slowdown,
+                         floor_ms=ab_floor_ms)
+        run = run_ab_command(settings, cfg, out_dir, ab, ab_base_dir, opts, Console(width=None if sys.stdout.isatty()
+                                                                                    else 160), progress)
+        raise typer.Exit(ab_exit_code(run.verdict, gate))
     targets_obj = load_targets(targets)  # read first: a bad targets file fails before the long run
     code = _run(settings, cfg, targets_obj, str(targets) if targets else "default (iris_pipeline/defaults/targets.yaml)",
-                out_dir, history, gate, console, progress)
+                out_dir, history, gate, console, progress, resolved, eager_cfg)
     raise typer.Exit(code)
+
+
+def _profile(name: str | None, device: str | None):
+    """The chosen profile, or the default one for where the pipeline will run."""
+    import torch
+
+    from iris_pipeline import profiles
+
+    on_gpu = (device or "auto") != "cpu" and torch.cuda.is_available()
+    return profiles.load_profile(name or profiles.default_profile_name(on_gpu))
 
 
 def _split_config(path: Path | None) -> tuple[dict, Path | dict | None]:
@@ -119,17 +159,32 @@ def _split_config(path: Path | None) -> tuple[dict, Path | dict | None]:
 
 
 def _run(settings, cfg, targets, targets_name: str, out_dir: Path, history: Path | None, gate: bool,
-         console, progress) -> int:
+         console, progress, resolved=None, eager_cfg=None) -> int:
     from rich.console import Console
 
+    from iris_pipeline import profiles
     from iris_pipeline.benchmark import results, verdicts
     from iris_pipeline.benchmark.session import run_benchmark
     from iris_pipeline.benchmark.table import print_report
 
-    result = run_benchmark(settings, cfg, progress=progress)
+    result = run_benchmark(settings, cfg, targets=targets, progress=progress)
+    if resolved is not None:  # which profile was measured, and every stage that fell back, in each row
+        result.context.update(resolved.context())
+        result.notes.extend(resolved.notes())
+    if resolved is not None and eager_cfg is not None:
+        if progress:
+            progress("measuring the eager profile beside it (speed-up column)")
+        eager = run_benchmark(settings.model_copy(update={"throughput": False}), eager_cfg, targets=targets,
+                              progress=progress)
+        rows = profiles.speedup_rows(resolved, result.clips, eager.clips)
+        result.notes.extend(f"clip {r['clip_s']:g} s: {resolved.name} {r['speedup_vs_eager']}x eager "
+                            f"(median latency {r['latency_ms_median']} vs {r['eager_latency_ms_median']} ms)"
+                            for r in rows)
+        typer.echo(f"speed-up: {profiles.write_speedup(rows, out_dir)}")
     found = results.evaluate(result, targets)
     if not found:
-        result.notes.append("no targets for these clip lengths in the targets file: nothing was gated")
+        result.notes.append("no targets for these clip lengths in the targets file: nothing was gated, so the "
+                            "verdict is INVALID")
     paths = results.write_outputs(result, found, out_dir, targets_name, history)
     rows = results.csv_rows(result)
     overall = verdicts.overall(found)
@@ -147,16 +202,30 @@ def _run(settings, cfg, targets, targets_name: str, out_dir: Path, history: Path
 
 
 def gate_outcome(found, gpu: str | None) -> tuple[int, list[str]]:
-    """Exit code of `--gate` and the lines saying why: FAIL -> 1 (the failed gates), else INVALID -> 3
-    (the undecided gates), else 0."""
+    """Exit code of `--gate` and the lines saying why: FAIL -> 1 (the failed gates, MARGINAL ones under
+    the policy fail included), else INVALID -> 3 (the undecided gates, or no gate at all), else 0."""
     from iris_pipeline.benchmark import verdicts
 
     overall = verdicts.overall(found)
     if overall == verdicts.PASS:
         return 0, []
-    lines = [f"PERF GATE {v.message(gpu)}" for v in found if v.verdict == overall]
+    lines = [f"PERF GATE {v.message(gpu)}" for v in found if v.outcome == overall]
+    if not found:
+        lines = ["PERF GATE INVALID: no gate for these clip lengths in the targets file; nothing was checked"]
     return (EXIT_FAIL if overall == verdicts.FAIL else EXIT_INVALID), lines
 
 
+def ab_exit_code(verdict: str, gate: bool) -> int:
+    """`--ab`: 1 for a REGRESSION; 3 for INVALID under --gate; else 0."""
+    from iris_pipeline.benchmark import abtest
+
+    if verdict == abtest.REGRESSION:
+        return EXIT_FAIL
+    return EXIT_INVALID if gate and verdict == abtest.INVALID else 0
+
+
 def register(app: typer.Typer) -> None:
+    from iris_pipeline.commands.ab_calibrate import ab_calibrate_command
+
     app.command("bench")(bench_command)
+    app.command("ab-calibrate")(ab_calibrate_command)

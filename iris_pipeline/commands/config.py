@@ -18,11 +18,16 @@ def register(app: typer.Typer) -> None:
         path: Path = typer.Argument(..., help="pipeline config YAML to validate"),
         targets: bool = typer.Option(False, "--targets", help="the file is a targets file"),
     ) -> None:
-        """Validate a config file; one line naming the bad key and a non-zero exit when it is invalid."""
+        """Validate a config file; one line naming the bad key and a non-zero exit when it is invalid.
+
+        A pipeline config's stage options are checked by the same validators `iris render` uses.
+        """
         if targets:
             load_targets(path)
         else:
-            load_pipeline_config(path)
+            from iris_pipeline.stages import check_stage_options
+
+            check_stage_options(load_pipeline_config(path))
         typer.echo(f"{path}: ok")
 
     @group.command("show")

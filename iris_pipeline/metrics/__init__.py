@@ -1,6 +1,6 @@
 """Measurement core: timers, memory (allocator + NVML), utilisation, statistics, result records.
 
-Definitions of the figures: DESIGN.md, "Definitions of the measured figures".
+Definitions of the figures: docs/figures.md.
 
 Names are re-exported lazily, so that `from iris_pipeline.metrics import write_csv` (records and
 statistics only) does not pay for importing torch.
@@ -18,7 +18,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     "records": ("NA", "append_history", "atomic_open", "columns_of", "format_cell", "parse_number", "read_csv",
                 "read_history", "to_csv_text", "write_csv", "write_json"),
     "stats": ("PERCENTILES", "Summary", "bootstrap_median_ci", "min_samples_for_percentile",
-              "percentile_upper_bound"),
+              "percentile_lower_bound", "percentile_upper_bound"),
     "timing": ("RegionTimer", "as_device", "synced_timer", "synchronize", "wall_clock"),
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}

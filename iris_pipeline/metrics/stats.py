@@ -132,3 +132,17 @@ def percentile_upper_bound(samples: Iterable[float], q: float, confidence: float
     while k <= n and scipy_stats.binom.cdf(k - 1, n, q / 100) < confidence:
         k += 1
     return float(values[k - 1]) if k <= n else math.nan
+
+
+def percentile_lower_bound(samples: Iterable[float], q: float, confidence: float = 0.95) -> float:
+    """Distribution-free lower confidence bound of the q-th percentile: the largest order statistic
+    x_(k) with P(Binomial(n, q/100) >= k) >= confidence (the mirror of `percentile_upper_bound`).
+    NaN when no order statistic qualifies (too few runs)."""
+    values = np.sort(np.asarray(list(samples), dtype=np.float64).ravel())
+    n = values.size
+    if n == 0:
+        return math.nan
+    # P(X >= k) = 1 - cdf(k - 1); the largest k with that >= confidence
+    ks = np.arange(1, n + 1)
+    ok = scipy_stats.binom.sf(ks - 1, n, q / 100) >= confidence
+    return float(values[ks[ok][-1] - 1]) if ok.any() else math.nan

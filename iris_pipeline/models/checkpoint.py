@@ -10,6 +10,7 @@ attributes as data, so no code of the original class, and none of the file, runs
 from __future__ import annotations
 
 import pickle
+import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -49,14 +50,21 @@ def safe_torch_load(path: Path | str, model_name: str, safe_globals: Iterable[An
                 return torch.load(path, map_location="cpu", weights_only=True)
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(
-            f"{model_name}: refused to load {path}: it is not a plain weights file "
-            f"(weights_only=True rejected it: {first})"
-        ) from exc
+        raise CheckpointError(f"{model_name}: refused to load {path}: {_why_refused(exc)}") from exc
     except (RuntimeError, EOFError, OSError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"{model_name}: cannot read checkpoint {path}: {first}") from exc
+
+
+_UNSUPPORTED_GLOBAL = re.compile(r"Unsupported global: GLOBAL ([\w.]+)")
+
+
+def _why_refused(exc: pickle.UnpicklingError) -> str:
+    """What the weights-only unpickler refused, without torch's advice to turn it off (which would
+    run whatever code a malicious file carries)."""
+    found = _UNSUPPORTED_GLOBAL.search(str(exc))
+    what = f" (it pickles {found.group(1)})" if found else ""
+    return f"it is not a plain weights file{what}; it is not loaded, since unpickling it could run code"
 
 
 def strip_prefix(state: Mapping[str, Any], prefix: str) -> dict[str, Any]:

@@ -55,7 +55,7 @@ def utilisation_column(results: BenchResults) -> str:
 def _clip_verdict(verdicts: list[Verdict]) -> str:
     if not verdicts:
         return NA
-    for outcome in ("FAIL", "INVALID"):
+    for outcome in ("FAIL", "MARGINAL", "INVALID"):
         figures = [v.figure for v in verdicts if v.verdict == outcome]
         if figures:
             return f"{outcome} ({', '.join(dict.fromkeys(figures))})"
@@ -230,7 +230,7 @@ def problems(results: BenchResults, lang: str) -> list[str]:
         elif v.verdict == "INVALID":
             stat = f" ({v.statistic})" if v.statistic != NA else ""
             items.append(t["invalid"].format(clip=fmt_clip(v.clip_s), figure=label + stat, reason=v.reason or NA))
-        elif v.verdict == "PASS" and v.note.startswith("marginal"):
+        elif v.verdict == "MARGINAL":
             stat = f" ({v.statistic})" if v.statistic != NA else ""
             items.append(t["marginal"].format(clip=fmt_clip(v.clip_s), figure=label + stat, reason=v.reason or NA))
     for clip, attempted, succeeded, _, _ in _engine_numbers(results):

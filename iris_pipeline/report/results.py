@@ -31,7 +31,7 @@ CSV_NAME = "bench.csv"
 SUMMARY_NAME = "summary.json"
 E2E = "e2e"
 STAGE_ORDER = ("rvc", "vallex_prompt", "vallex", "fastpitch", "speech_mel", "wav2lip")
-VERDICTS = ("PASS", "FAIL", "INVALID")
+VERDICTS = ("PASS", "FAIL", "MARGINAL", "INVALID")
 # Gated figures, in the order the targets file lists them.
 TARGET_FIGURES = ("latency_ms", "first_chunk_ms", "throughput_cps", "peak_mem_gb")
 TARGET_OPS = {"latency_ms": "<=", "first_chunk_ms": "<=", "throughput_cps": ">=", "peak_mem_gb": "<="}

@@ -32,4 +32,11 @@ def build_stage(name: str, config: PipelineConfig, device: torch.device | str) -
     return stage_class(name)(config.stage(name), size=config.size, device=device, seed=config.seed, **extra)
 
 
-__all__ = ["STAGE_CLASSES", "Stage", "build_stage", "stage_class"]
+def check_stage_options(config: PipelineConfig) -> None:
+    """Validate every configured stage's settings (options, backend, its options) exactly as building
+    the stage for a render does: by building it. Building loads no model; a bad value is a ConfigError."""
+    for name in config.stages:
+        build_stage(name, config, "cpu")
+
+
+__all__ = ["STAGE_CLASSES", "Stage", "build_stage", "check_stage_options", "stage_class"]

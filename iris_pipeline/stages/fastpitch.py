@@ -38,7 +38,7 @@ from iris_pipeline.config import StageConfig
 from iris_pipeline.errors import ConfigError, InputError
 from iris_pipeline.melbridge import MelBridge
 from iris_pipeline.models.fastpitch import regulate_length
-from iris_pipeline.models.fastpitch.mel import fastpitch_mel
+from iris_pipeline.models.fastpitch.mel import FASTPITCH_MEL, fastpitch_mel
 from iris_pipeline.stages.backend_support import check_profile, parse_own_options
 from iris_pipeline.stages.base import Stage
 from iris_pipeline.subtitles import spans_to_word_timings, symbol_timings
@@ -101,6 +101,11 @@ class FastPitchStage(Stage):
         # keep the import and load costs of the text front end and the prior out of the first chunk
         warm_up()
         warm_up_alignment()
+
+    @staticmethod
+    def min_speech_seconds(text: str) -> float:
+        """The shortest speech `align` accepts for `text`: one mel frame per symbol (text only, no model)."""
+        return max(MIN_SPEECH_SECONDS, len(encode(text, "text").ids) / FASTPITCH_MEL.frames_per_second)
 
     # --- steps -----------------------------------------------------------------------------------
 

@@ -21,7 +21,14 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from iris_pipeline import models
 from iris_pipeline.audio import Waveform, check_waveform, resample
 from iris_pipeline.backends import backend_options, compile_callable
-from iris_pipeline.cache import DiskCache, content_hash, default_cache_dir, tensor_hash
+from iris_pipeline.cache import (
+    DiskCache,
+    EntrySchema,
+    TensorSpec,
+    content_hash,
+    default_cache_dir,
+    tensor_hash,
+)
 from iris_pipeline.config import StageConfig
 from iris_pipeline.errors import ConfigError, InputError
 from iris_pipeline.models.rvc.inference import (
@@ -39,6 +46,14 @@ PROMPT_SAMPLE_RATE = 24000  # VALL-E X / EnCodec rate
 MIN_REFERENCE_SECONDS = 1.0
 MIN_SAMPLE_RATE = 8000
 MAX_SAMPLE_RATE = 96000
+# A cached prompt: finite float32 samples at the prompt rate, at least a reference's length
+PROMPT_CACHE_SCHEMA = EntrySchema(
+    tensors={"samples": TensorSpec(torch.float32, ("T",), finite=True)},
+    values={"sample_rate": int},
+    check=lambda entry: None if entry["sample_rate"] == PROMPT_SAMPLE_RATE and
+    entry["samples"].shape[0] >= MIN_REFERENCE_SECONDS * PROMPT_SAMPLE_RATE
+    else f"a prompt of {entry['samples'].shape[0]} samples at {entry['sample_rate']} Hz",
+)
 
 
 class RVCOptions(BaseModel):
@@ -197,12 +212,13 @@ class RVCStage(Stage):
         check_reference(reference)
         key = self.cache_key(reference) if self.cache is not None else None
         if key is not None:
-            hit = self.cache.get(key)
-            if hit is not None and hit.get("sample_rate") == PROMPT_SAMPLE_RATE:
+            hit = self.cache.get(key, PROMPT_CACHE_SCHEMA)
+            if hit is not None:
                 return {"prompt": Waveform(hit["samples"].to(self.device), PROMPT_SAMPLE_RATE)}
         prompt = self.convert(reference)
         if key is not None:
-            self.cache.put(key, {"samples": prompt.samples.detach().cpu(), "sample_rate": PROMPT_SAMPLE_RATE})
+            self.cache.put(key, {"samples": prompt.samples.detach().float().cpu(),
+                                "sample_rate": PROMPT_SAMPLE_RATE})
         return {"prompt": prompt}
 
     def convert(self, reference: Waveform) -> Waveform:

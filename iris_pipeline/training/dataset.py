@@ -30,15 +30,23 @@ from pathlib import Path
 import torch
 
 from iris_pipeline.audio import check_waveform, read_audio, resample
-from iris_pipeline.cache import DiskCache, content_hash, tensor_hash
+from iris_pipeline.cache import DiskCache, EntrySchema, TensorSpec, content_hash, tensor_hash
 from iris_pipeline.errors import ConfigError, InputError
-from iris_pipeline.models.vallex.config import LANGUAGE_IDS, NUM_QUANTIZERS, SAMPLE_RATE
+from iris_pipeline.models.vallex.config import LANGUAGE_IDS, NUM_AUDIO_TOKENS, NUM_QUANTIZERS, SAMPLE_RATE
 from iris_pipeline.text.vallex_g2p import LANGUAGES, phonemize
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
 TRANSCRIPT_SUFFIX = ".txt"
 _TAGGED = re.compile(r"\[(EN|ZH|JA)\](.*?)\[\1\]", re.DOTALL)
 _CODES_FORMAT = "vallex-finetune-codes-v1"
+# cached codes: int16 [T, 8], every code an EnCodec codebook index
+CODES_CACHE_SCHEMA = EntrySchema(
+    tensors={"codes": TensorSpec(torch.int16, ("T", NUM_QUANTIZERS))},
+    values={"format": str},
+    check=lambda entry: None if entry["format"] == _CODES_FORMAT and
+    bool(((entry["codes"] >= 0) & (entry["codes"] < NUM_AUDIO_TOKENS)).all())
+    else "codes outside the codebook or another format",
+)
 
 # Unicode script words (from unicodedata.name) allowed for the letters of each language. Latin is
 # allowed in zh and ja because their official G2Ps spell Latin letters.
@@ -188,8 +196,8 @@ class CodeEncoder:
     def cached(self, audio: Path) -> torch.Tensor | None:
         if self.cache is None:
             return None
-        entry = self.cache.get(self.key(audio))
-        if entry is None or not isinstance(entry.get("codes"), torch.Tensor):
+        entry = self.cache.get(self.key(audio), CODES_CACHE_SCHEMA)
+        if entry is None:
             return None
         return entry["codes"].long()
 

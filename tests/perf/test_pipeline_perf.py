@@ -1,9 +1,10 @@
 """GPU perf gates per clip length (--clip-lengths): median latency, first-chunk latency, peak memory
-(NVML) and throughput against the targets file (--targets), judged by the rules of
-iris_pipeline.benchmark.verdicts (named statistic and confidence; too few runs -> INVALID, never a
-pass). Every figure goes into the benchmark's extra_info and into Allure as excluded parameters; a
-failed gate reads "PERF GATE <verdict>: <figure> (<statistic>) = <measured>, target <op> <target>,
-clip <L> s on <GPU>: <why>"."""
+(NVML) and throughput against the targets file (--targets). The measurement is the session's one
+benchmark (`perf_result`, the same code as `iris bench`); each gate test only reads its verdict, judged
+by iris_pipeline.benchmark.verdicts (named statistic and confidence; too few runs -> INVALID, never a
+pass; an interval still across the target at the run cap -> MARGINAL, decided by the targets file's
+policy). Every figure goes into Allure as excluded parameters; a failed gate reads "PERF GATE
+<verdict>: <figure> (<statistic>) = <measured>, target <op> <target>, clip <L> s on <GPU>: <why>"."""
 
 from __future__ import annotations
 
@@ -12,12 +13,13 @@ import math
 import pytest
 
 from iris_pipeline.benchmark import verdicts
-from iris_pipeline.benchmark.runner import phase_from_runs, ramp, time_job
-from iris_pipeline.metrics import Summary, reset_torch_peaks, torch_peak_gb
+from iris_pipeline.benchmark.runner import time_job
 
-try:  # Allure parameters where allure-pytest is installed (the test extra)
-    from tests.perf.allure_support import record_figures
-except ImportError:  # pragma: no cover - without allure the figures stay in extra_info only
+try:  # Allure where allure-pytest is installed (the test extra)
+    from tests.perf.allure_support import attach_results, record_figures
+except ImportError:  # pragma: no cover - without allure the figures stay in the results files only
+    attach_results = None
+
     def record_figures(figures):
         return None
 
@@ -25,117 +27,55 @@ pytestmark = pytest.mark.gpu
 PERF_GATE = "PERF GATE"
 
 
-def _gate(targets, session, clip_s, figure, resolved):
-    s = resolved.settings
-    clip_targets = targets.for_clip(clip_s, session.context.get("gpu_name"))
-    gates = [g for g in verdicts.gates_for(clip_targets, clip_s, s.statistics, s.confidence) if g.figure == figure]
-    if not gates:
-        pytest.skip(f"no {figure} target for clip {clip_s:g} s in the targets file")
-    return gates[0]
+def _check(perf_result, clip_s, figure):
+    verdict = perf_result.verdict(clip_s, figure)
+    record_figures({**perf_result.figures(clip_s), "verdict": verdict.label, "reason": verdict.reason})
+    assert verdict.outcome == verdicts.PASS, f"{PERF_GATE} {verdict.message(perf_result.gpu)}"
 
 
-def _measure(clip_s, session, resolved, benchmark=None):
-    """Warm-up + measured runs of one clip length, once per session (through pytest-benchmark when given)."""
-    if clip_s in session.runs:
-        return session.runs[clip_s]
-    target, sampler = session.target, session.sampler
-    warmup = resolved.warmup
-    samples = []
-
-    def start_window():
-        # the NVML / allocator window opens with the first measured round (after the warm-up rounds)
-        if len(samples) == warmup:
-            sampler.reset()
-            reset_torch_peaks(target.devices)
-
-    def one_run():
-        sample, _ = time_job(target, target.make_job(clip_s, resolved.settings.seed + len(samples)),
-                             index=len(samples) - warmup)
-        samples.append(sample)
-
-    if benchmark is not None:
-        benchmark.pedantic(one_run, setup=start_window, rounds=resolved.runs, warmup_rounds=warmup, iterations=1)
-    else:
-        for _ in range(warmup + resolved.runs):
-            start_window()
-            one_run()
-    session.runs[clip_s] = (samples[warmup:], sampler.summary(), torch_peak_gb("reserved", target.devices))
-    return session.runs[clip_s]
+def test_median_latency(clip_s, perf_result):
+    _check(perf_result, clip_s, "latency_ms")
 
 
-def _figures(clip_s, measured, nvml, torch_reserved, resolved):
-    s = resolved.settings
-    out = {"clip_s": clip_s, "n_runs": len(measured)}
-    for figure in ("latency_ms", "first_chunk_ms"):
-        summary = Summary.from_samples([getattr(r, figure) for r in measured], n_boot=s.n_boot, seed=s.seed,
-                                       confidence=s.confidence)
-        out.update(summary.as_dict(figure))
-    stages: dict[str, list[float]] = {}
-    for r in measured:
-        for name, ms in r.stage_ms.items():
-            stages.setdefault(name, []).append(ms)
-    out.update({f"{name}_ms_p50": float(sorted(v)[len(v) // 2]) for name, v in stages.items()})
-    out["rtf"] = out["latency_ms_p50"] / 1e3 / clip_s
-    out.update(peak_mem_gb=nvml.peak_mem_gb, mem_method=nvml.mem_method if nvml.available else "unavailable",
-               torch_peak_reserved_gb=torch_reserved, gpu_busy_pct=nvml.gpu_busy_pct,
-               gpu_busy_period_s=nvml.driver_busy_period_s, sm_active_pct=nvml.sm_active_pct,
-               sm_occupancy_pct=nvml.sm_occupancy_pct)
-    return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in out.items()}
+def test_first_chunk_latency(clip_s, perf_result):
+    _check(perf_result, clip_s, "first_chunk_ms")
 
 
-def _check(verdict, session):
-    assert verdict.verdict == verdicts.PASS, f"{PERF_GATE} {verdict.message(session.gpu)}"
+def test_peak_memory(clip_s, perf_result):
+    _check(perf_result, clip_s, "peak_mem_gb")
 
 
-def _record(benchmark, figures):
-    if benchmark is not None:
-        benchmark.extra_info.update(figures)
-    record_figures(figures)
+def test_throughput(clip_s, perf_result):
+    _check(perf_result, clip_s, "throughput_cps")
 
 
-def test_median_latency(clip_s, perf_session, perf_settings, targets, synced_benchmark):
-    gate = _gate(targets, perf_session, clip_s, "latency_ms", perf_settings)
-    measured, nvml, reserved = _measure(clip_s, perf_session, perf_settings, synced_benchmark)
-    _record(synced_benchmark, _figures(clip_s, measured, nvml, reserved, perf_settings))
-    s = perf_settings.settings
-    _check(verdicts.judge_time(gate, [r.latency_ms for r in measured], n_boot=s.n_boot, seed=s.seed,
-                               marginal=s.marginal), perf_session)
+def test_gates_exist(perf_result):
+    """An empty set of gates is INVALID, never a pass: the targets file must gate these clip lengths."""
+    assert perf_result.verdicts, (f"{PERF_GATE} INVALID: no gate for clip lengths "
+                                  f"{[c.clip_s for c in perf_result.result.clips]} in the targets file")
 
 
-def test_first_chunk_latency(clip_s, perf_session, perf_settings, targets):
-    gate = _gate(targets, perf_session, clip_s, "first_chunk_ms", perf_settings)
-    measured, nvml, reserved = _measure(clip_s, perf_session, perf_settings)
-    _record(None, _figures(clip_s, measured, nvml, reserved, perf_settings))
-    s = perf_settings.settings
-    _check(verdicts.judge_time(gate, [r.first_chunk_ms for r in measured], n_boot=s.n_boot, seed=s.seed,
-                               marginal=s.marginal), perf_session)
+def test_benchmark_record(clip_s, perf_result, benchmark):
+    """pytest-benchmark's record: the session's samples and figures in `extra_info` (what the gates
+    read), and pytest-benchmark's own timing of one more job of this clip length after the session.
+    The gates never depend on this test (it is skipped under --benchmark-skip)."""
+    from iris_pipeline.benchmark.runner import BenchTarget
+
+    clip = next(c for c in perf_result.result.clips if c.clip_s == clip_s)
+    figures = perf_result.figures(clip_s)
+    benchmark.extra_info.update({k: None if isinstance(v, float) and math.isnan(v) else v
+                                 for k, v in figures.items()})
+    benchmark.extra_info["latency_ms_samples"] = [r.latency_ms for r in clip.runs]
+    benchmark.extra_info["first_chunk_ms_samples"] = [r.first_chunk_ms for r in clip.runs]
+    benchmark.extra_info["phases"] = [p.as_dict() for p in clip.phases]
+    target = perf_result.target
+    assert isinstance(target, BenchTarget)
+    benchmark.pedantic(lambda: time_job(target, target.make_job(clip_s, 90_000)), rounds=1, iterations=1)
 
 
-def test_peak_memory(clip_s, perf_session, perf_settings, targets):
-    gate = _gate(targets, perf_session, clip_s, "peak_mem_gb", perf_settings)
-    measured, nvml, reserved = _measure(clip_s, perf_session, perf_settings)
-    _record(None, _figures(clip_s, measured, nvml, reserved, perf_settings))
-    _check(verdicts.judge_memory(gate, nvml.peak_mem_gb, nvml.available, nvml.reason), perf_session)
-
-
-def test_throughput(clip_s, perf_session, perf_settings, targets, synced_benchmark):
-    gate = _gate(targets, perf_session, clip_s, "throughput_cps", perf_settings)
-    measured, _, _ = _measure(clip_s, perf_session, perf_settings)
-    first = phase_from_runs(measured, perf_settings.phase_min_seconds, perf_settings.phase_min_clips)
-    found = {}
-
-    def run_ramp():
-        found["ramp"] = ramp(perf_session.target, clip_s, perf_settings, seed=50_000, first=first)
-
-    synced_benchmark.pedantic(run_ramp, rounds=1, iterations=1)
-    phases, saturating, note = found["ramp"]
-    perf_session.throughput[clip_s] = found["ramp"]
-    by_c = {p.concurrency: p for p in phases}
-    sat = by_c[saturating]
-    _record(synced_benchmark, {"clip_s": clip_s, "throughput_cps_c1": by_c[1].rate_cps,
-                               "throughput_cps_sat": sat.rate_cps, "saturating_concurrency": saturating,
-                               "ramp_note": note})
-    synced_benchmark.extra_info["phases"] = [p.as_dict() for p in phases]
-    phase = by_c[1] if gate.statistic == "rate_c1" else sat
-    _check(verdicts.judge_throughput(gate, phase.rate_cps, None if phase.valid else phase.why_invalid),
-           perf_session)
+def test_results_attached(perf_result):
+    """Allure gets what docs/reporting.md promises: bench.csv, summary.json and the report's plots."""
+    if attach_results is None:
+        pytest.skip("allure-pytest is not installed (the test extra)")
+    attach_results(perf_result.out_dir)
+    assert (perf_result.out_dir / "bench.csv").is_file() and (perf_result.out_dir / "summary.json").is_file()

@@ -91,3 +91,10 @@ def tiny_fastpitch_graphs() -> tuple[GraphSpec, GraphSpec]:
     from iris_pipeline.backends.stage_graphs import fastpitch_graphs
 
     return fastpitch_graphs(models.build("fastpitch", "tiny", seed=0), "tiny")
+
+
+@pytest.fixture(scope="session")
+def tiny_fastpitch_aligner_graph(tiny_fastpitch_graphs) -> GraphSpec:
+    from iris_pipeline.backends.stage_graphs import fastpitch_aligner_graph
+
+    return fastpitch_aligner_graph(tiny_fastpitch_graphs[0].module.model, "tiny")

@@ -17,4 +17,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "(default: $IRIS_BENCH_OUT; not written when neither is set)")
     group.addoption("--ab-base", default=None, metavar="REF",
                     help="A/B regression check: measure REF and the working tree interleaved in this job")
-    group.addoption("--ab-pairs", type=int, default=20, help="interleaved A/B pairs per clip length")
+    group.addoption("--ab-pairs", type=int, default=None,
+                    help="interleaved A/B pairs per clip length (default: chosen from the calibration after a pilot)")
+    group.addoption("--profile", default=None, metavar="NAME|FILE",
+                    help="profile the perf session measures (default: optimised with a GPU, eager without)")

@@ -58,7 +58,10 @@ class MultiHeadAttn(nn.Module):
         """x [B, T, D]; key_mask [B, T] True where the position is real (padding keys are ignored)."""
         b, t, _ = x.shape
         q, k, v = self.qkv_net(x).view(b, t, 3, self.n_head, self.d_head).permute(2, 0, 3, 1, 4)
-        attn = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask[:, None, None, :])
+        # an additive mask in the activations' dtype: a boolean one exports as an fp32
+        # Where(mask, 0, -inf) added to half-precision scores, which makes the ONNX graph ill-typed
+        bias = torch.zeros(key_mask.shape, dtype=q.dtype, device=q.device).masked_fill(~key_mask, float("-inf"))
+        attn = F.scaled_dot_product_attention(q, k, v, attn_mask=bias[:, None, None, :])
         out = self.o_net(attn.transpose(1, 2).reshape(b, t, self.n_head * self.d_head))
         return self.layer_norm(x + out).to(out.dtype)
 

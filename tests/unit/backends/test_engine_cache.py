@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from iris_pipeline.backends import BuildResult, CorruptEntryError, EngineCache, EngineKey, EngineRefusedError
-from iris_pipeline.backends.cache import MANIFEST_NAME
+from iris_pipeline.backends.cache import MANIFEST_NAME, EngineBuildError
 from iris_pipeline.backends.fingerprint import DeviceFingerprint
 
 KEY = EngineKey(
@@ -126,7 +126,7 @@ def test_failed_and_refused_builds_are_recorded(tmp_path):
         error.info = {"accuracy": {"min_cosine": 0.5}}
         raise error
 
-    with pytest.raises(RuntimeError, match="builder crashed"):
+    with pytest.raises(EngineBuildError, match=r"the test build failed \(RuntimeError: builder crashed\)"):
         cache.get_or_build(KEY, failing, _load)
     manifest = json.loads((cache.entry_dir(KEY) / MANIFEST_NAME).read_text())
     assert manifest["outcome"] == "failed" and "builder crashed" in manifest["error"]
@@ -150,7 +150,7 @@ def test_prune(tmp_path):
     cache = EngineCache(tmp_path)
     cache.get_or_build(KEY, _build, _load)
     failed_key = dataclasses.replace(KEY, precision="fp16")
-    with pytest.raises(RuntimeError):
+    with pytest.raises(EngineBuildError):
         cache.get_or_build(failed_key, lambda w, log: (_ for _ in ()).throw(RuntimeError("no")), _load)
     assert len(list(cache.entries())) == 2
     assert cache.prune(failed=True) == [cache.entry_dir(failed_key)]
@@ -194,3 +194,27 @@ def test_stats_since_a_snapshot(tmp_path):
     cache.get_or_build(KEY, _build, _load)
     delta = cache.stats().since(before).graphs["toy"]
     assert (delta.attempts, delta.hits) == (0, 1)
+
+
+@pytest.mark.parametrize("manifest", [b"[]", b'"x"', b"null", b'{"outcome": "success", "files": "x"}',
+                                      b'{"outcome": "success", "files": {"engine.bin": {"size": "big"}}}',
+                                      b'{"outcome": 3}', b"\xff\xfe"],
+                         ids=["list", "string", "null", "files-string", "size-string", "outcome-int", "binary"])
+def test_a_manifest_of_any_shape_is_rebuilt_listed_and_pruned(tmp_path, capsys, manifest):
+    cache = EngineCache(tmp_path)
+    cache.get_or_build(KEY, _build, _load)
+    (cache.entry_dir(KEY) / MANIFEST_NAME).write_bytes(manifest)
+    assert [m for _, m in cache.entries()] == [None]  # unreadable, never an exception
+    assert cache.verify(KEY)[0] is None
+    capsys.readouterr()
+    again = cache.get_or_build(KEY, _build, _load)
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert not again.hit and len(lines) == 1 and "manifest" in lines[0] and "rebuilding" in lines[0], lines
+    assert cache.get_or_build(KEY, _build, _load).hit
+    (cache.entry_dir(KEY) / MANIFEST_NAME).write_bytes(manifest)
+    assert cache.prune(failed=True) == [cache.entry_dir(KEY)]
+    cache.get_or_build(KEY, _build, _load)
+    (cache.entry_dir(KEY) / MANIFEST_NAME).write_bytes(manifest)
+    (tmp_path / "stats.json").write_bytes(manifest)
+    assert cache.stats().total.attempts == 0  # counters of the wrong shape restart
+    assert cache.prune(everything=True) == [cache.entry_dir(KEY)] and list(cache.entries()) == []

@@ -39,8 +39,10 @@ def test_wav2lip_tiny_engine(tiny_wav2lip_graph, cached_tensorrt, precision):
 
 
 @pytest.mark.parametrize("precision", ["fp16", "int8"])
-def test_fastpitch_tiny_engines(tiny_fastpitch_graphs, cached_tensorrt, precision):
-    for spec in tiny_fastpitch_graphs:
+def test_fastpitch_tiny_engines(tiny_fastpitch_graphs, tiny_fastpitch_aligner_graph, cached_tensorrt, precision):
+    for spec in (*tiny_fastpitch_graphs, tiny_fastpitch_aligner_graph):
         cached = cached_tensorrt(spec, precision, INT8 if precision == "int8" else None)
         print(f"\n{spec.name} {precision}: {cached.entry.info.get('accuracy_engine')}")
+        if cached.entry.info["strongly_typed"]:  # parsed from the typed file the CPU tests check
+            assert cached.entry.info["onnx"] == f"model.{precision}.onnx"
         _outputs_close(spec, cached.value, precision)

@@ -1,4 +1,5 @@
-"""Gate rules: named statistic and confidence, INVALID instead of an unfounded pass."""
+"""Gate rules: named statistic and confidence, INVALID instead of an unfounded pass, MARGINAL with its
+policy when the interval straddles the target, per-figure `per_gpu` merging."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ import numpy as np
 import pytest
 
 from iris_pipeline.benchmark import verdicts
-from iris_pipeline.benchmark.verdicts import FAIL, INVALID, PASS, Gate
-from iris_pipeline.config import ClipTargets
+from iris_pipeline.benchmark.verdicts import FAIL, INVALID, MARGINAL, PASS, Gate
+from iris_pipeline.config import ClipTargets, parse_targets
 from iris_pipeline.metrics import min_samples_for_percentile
 
 
@@ -29,18 +30,54 @@ def test_median_pass_needs_the_ci_upper_bound_within_target():
 
 def test_median_above_target_fails_with_figure_measured_and_target_in_the_message():
     v = verdicts.judge_time(_gate(), _samples(130))
-    assert v.verdict == FAIL and v.measured > 100 and "confirmed" in v.note
+    assert v.verdict == FAIL and v.measured > 100 and v.ci_low > 100
     msg = v.message("NVIDIA H100")
     assert msg.startswith("FAIL: latency_ms (median) = 1") and "target <= 100 ms" in msg
     assert "clip 5 s on NVIDIA H100" in msg
 
 
-def test_marginal_median_is_a_noted_pass_or_invalid_by_policy():
+def test_a_median_whose_interval_straddles_the_target_is_marginal_and_the_policy_decides():
     samples = [90, 92, 95, 97, 99, 99.5, 101, 104, 110, 120]  # median 99.25, CI reaches above 100
-    passed = verdicts.judge_time(_gate(), samples)
-    assert passed.verdict == PASS and passed.note.startswith("marginal") and passed.ci_high > 100
-    strict = verdicts.judge_time(_gate(), samples, marginal="invalid")
-    assert strict.verdict == INVALID and "more runs" in strict.reason
+    strict = verdicts.judge_time(_gate(), samples)
+    assert strict.verdict == MARGINAL and strict.ci_low <= 100 < strict.ci_high
+    assert strict.policy == "fail" and strict.outcome == FAIL  # the default policy
+    assert strict.message().startswith("MARGINAL (policy fail: counts as FAIL): latency_ms (median)")
+    lenient = verdicts.judge_time(_gate(), samples, policy="pass")
+    assert lenient.verdict == MARGINAL and lenient.outcome == PASS and "policy pass" in lenient.label
+    assert verdicts.overall([strict]) == FAIL and verdicts.overall([lenient]) == PASS
+    assert verdicts.needs_more_runs(_gate(), samples)  # the benchmark would take more runs first
+
+
+def test_a_median_whose_interval_is_above_the_target_fails_even_near_it():
+    v = verdicts.judge_time(_gate(), _samples(104, n=60, spread=0.01))
+    assert v.verdict == FAIL and v.ci_low > 100 and not verdicts.needs_more_runs(_gate(), _samples(104, 60, 0.01))
+
+
+def test_percentile_gate_uses_both_order_statistic_bounds():
+    samples = _samples(100, n=200, spread=0.05)
+    v = verdicts.judge_time(_gate("p90", target=float(np.percentile(samples, 90))), samples)
+    assert v.verdict == MARGINAL and v.ci_low < v.measured < v.ci_high
+    assert verdicts.judge_time(_gate("p90", target=200), samples).verdict == PASS
+    assert verdicts.judge_time(_gate("p90", target=50), samples).verdict == FAIL
+
+
+def test_no_gates_is_invalid_never_a_pass():
+    assert verdicts.overall([]) == INVALID
+
+
+def test_per_gpu_override_merges_per_clip_length_and_per_figure():
+    targets = parse_targets({
+        "default": {"clips": {5: {"latency_ms": 360, "first_chunk_ms": 360, "peak_mem_gb": 60},
+                              10: {"latency_ms": 720}, 30: {"latency_ms": 2160}}},
+        "per_gpu": {"A100": {"clips": {5: {"latency_ms": 300, "peak_mem_gb": None}, 60: {"latency_ms": 4000}}},
+                    "A100-SXM4-80GB": {"clips": {5: {"first_chunk_ms": 200}}}}})
+    a100 = targets.for_gpu("NVIDIA A100-PCIE-40GB")
+    assert a100.clips[5.0] == ClipTargets(latency_ms=300, first_chunk_ms=360)  # overridden, kept, removed (null)
+    assert a100.clips[10.0].latency_ms == 720 and a100.clips[30.0].latency_ms == 2160  # other lengths stay gated
+    assert a100.clips[60.0].latency_ms == 4000  # a length of its own adds to the default's
+    sxm = targets.for_gpu("NVIDIA A100-SXM4-80GB")  # the longest matching key wins
+    assert sxm.clips[5.0].first_chunk_ms == 200 and sxm.clips[5.0].latency_ms == 360
+    assert targets.for_gpu("NVIDIA H100 80GB HBM3") == targets.default and targets.marginal == "fail"
 
 
 @pytest.mark.parametrize("stat,q", [("p90", 90), ("p99", 99)])
@@ -65,11 +102,25 @@ def test_memory_without_nvml_is_invalid_never_a_pass():
     assert verdicts.judge_memory(gate, 61.0, True, None).verdict == FAIL
 
 
-def test_throughput_gate_is_invalid_when_the_phase_was_short():
+def test_throughput_gate_is_invalid_when_the_phase_was_short_and_judged_by_its_interval():
     gate = Gate("throughput_cps", 5.0, 2.5, "rate_sat", ">=")
     assert verdicts.judge_throughput(gate, 3.0, None).verdict == PASS
     assert verdicts.judge_throughput(gate, 2.0, None).verdict == FAIL
     assert verdicts.judge_throughput(gate, 3.0, "phase too short").verdict == INVALID
+    assert verdicts.judge_throughput(gate, 3.0, None, (2.7, 3.3)).verdict == PASS
+    straddling = verdicts.judge_throughput(gate, 2.6, None, (2.3, 2.9))
+    assert straddling.verdict == MARGINAL and straddling.outcome == FAIL and straddling.ci_low == 2.3
+    assert verdicts.judge_throughput(gate, 2.0, None, (1.8, 2.2)).verdict == FAIL
+
+
+def test_throughput_interval_from_the_completion_gaps():
+    from iris_pipeline.benchmark.runner import Phase
+
+    gaps = list(np.random.default_rng(0).uniform(0.35, 0.45, 200))
+    phase = Phase(2, len(gaps) / sum(gaps), len(gaps), sum(gaps), 2, True, None, gaps_s=gaps)
+    low, high = phase.rate_interval(2000, 0, 0.95)
+    assert low < phase.rate_cps < high and high - low < 0.1 * phase.rate_cps
+    assert Phase(1, 1.0, 1, 1.0, 0, True, None, gaps_s=[1.0]).rate_interval(100, 0, 0.95) is None
 
 
 def test_gates_follow_the_targets_and_the_chosen_statistics():

@@ -127,14 +127,14 @@ def test_stage_table_numbers_equal_the_csv(ko_report) -> None:
 def test_verdicts_column_and_problems_come_from_the_summary(ko_report, en_report) -> None:
     table = markdown_table(ko_report.markdown.read_text(encoding="utf-8"), "표 1")
     verdicts = {float(list(r.values())[0]): list(r.values())[-1] for r in table}
-    assert verdicts[5.0] == "PASS" and verdicts[10.0] == "PASS"
+    assert verdicts[5.0] == "PASS" and verdicts[10.0] == "MARGINAL (latency_ms)"
     assert verdicts[30.0].startswith("FAIL") and "throughput_cps" in verdicts[30.0] and "peak_mem_gb" in verdicts[30.0]
     english = en_report.markdown.read_text(encoding="utf-8")
     problems = english.split("## 4. Problems and resolution")[1].split("## 5.")[0]
     assert "30 s clip throughput: measured 0.40 clips/s, target ≥ 0.42 clips/s" in problems
     assert "30 s clip memory: measured 63.40 GB, target ≤ 60.00 GB" in problems
     assert "30 s clip latency (p99): cannot be decided (INVALID)" in problems and "needs >= 299" in problems
-    assert "10 s clip latency (median): passed, but its confidence interval reaches past the target" in problems
+    assert "10 s clip latency (median): MARGINAL, its confidence interval still straddles the target" in problems
     assert "1 engine build(s) failed (19 of 20 succeeded)" in problems
     assert "Engine builds succeeded 95% (19 of 20)." in english
 
@@ -253,7 +253,7 @@ def test_a_bad_summary_is_an_input_error(tmp_path: Path) -> None:
     shutil.copy(SAMPLE / "bench.csv", tmp_path / "bench.csv")
     (tmp_path / "summary.json").write_text(json.dumps({"verdicts": [{"clip_s": 5, "figure": "latency_ms",
                                                                       "verdict": "MAYBE", "target": 360}]}))
-    with pytest.raises(InputError, match="verdict 'MAYBE' is not one of PASS, FAIL, INVALID"):
+    with pytest.raises(InputError, match="verdict 'MAYBE' is not one of PASS, FAIL, MARGINAL, INVALID"):
         load_results(tmp_path)
 
 

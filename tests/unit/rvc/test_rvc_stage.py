@@ -109,6 +109,35 @@ def test_cache_hit_on_second_run_and_miss_after_pitch_shift(tmp_path):
     assert not torch.equal(first.samples, third.samples)
 
 
+@pytest.mark.parametrize("damage", [
+    lambda p: {**p, "samples": torch.full_like(p["samples"], float("nan"))},
+    lambda p: {**p, "samples": p["samples"][:0]},
+    lambda p: {**p, "samples": p["samples"][:100]},
+    lambda p: {**p, "sample_rate": 16000},
+    lambda p: {**p, "samples": p["samples"].double()},
+], ids=["nan", "empty", "too-short", "rate", "dtype"])
+def test_a_wrong_cached_prompt_is_converted_again(tmp_path, capsys, damage):
+    from iris_pipeline.cache import ENTRY_FORMAT, payload_checksum
+
+    stage = make_stage(tmp_path)
+    calls = []
+    convert = stage.convert
+    stage.convert = lambda ref: calls.append(ref) or convert(ref)
+    reference = voice_like(1.3, 22050)
+    first = stage.run(reference=reference)["prompt"]
+    key = stage.cache_key(reference)
+    path = stage.cache.directory / f"{key}.pt"
+    payload = damage(torch.load(path, weights_only=True)["payload"])
+    torch.save({"format": ENTRY_FORMAT, "key": key, "checksum": payload_checksum(payload), "payload": payload}, path)
+    capsys.readouterr()
+    again = stage.run(reference=reference)["prompt"]
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(calls) == 2 and len(lines) == 1 and key in lines[0], lines
+    assert torch.equal(first.samples, again.samples)
+    stage.run(reference=reference)
+    assert len(calls) == 2  # repaired
+
+
 def test_conversion_is_deterministic_for_a_seed(stages):
     reference = voice_like(1.1, 16000)
     stage = stages["rvc_v2_48k"]

@@ -61,6 +61,33 @@ def test_codes_are_cached_and_reencoded_when_the_audio_changes(data_dir, tiny_en
     assert (third.encoded, third.cache_hits) == (1, 1)  # new bytes, new key: encoded again
 
 
+@pytest.mark.parametrize("damage", [
+    lambda p: {**p, "codes": p["codes"] + 2000},
+    lambda p: {**p, "codes": p["codes"][:, :4]},
+    lambda p: {**p, "codes": p["codes"].float()},
+    lambda p: {**p, "format": "another-format"},
+], ids=["outside-codebook", "four-codebooks", "float", "format"])
+def test_a_wrong_cached_code_entry_is_encoded_again(data_dir, tiny_encodec, limits, tmp_path, capsys, damage):
+    from iris_pipeline.cache import ENTRY_FORMAT, payload_checksum
+
+    folder = tmp_path / "data"
+    folder.mkdir()
+    for suffix in (".wav", ".txt"):
+        shutil.copy(data_dir / f"utt0{suffix}", folder / f"utt0{suffix}")
+    cache = DiskCache(tmp_path / "cache", max_entries=100)
+    encoder = CodeEncoder(tiny_encodec, cache)
+    first = load_dataset(folder, encoder, "en", limits)
+    key = encoder.key(folder / "utt0.wav")
+    path = cache.directory / f"{key}.pt"
+    payload = damage(torch.load(path, weights_only=True)["payload"])
+    torch.save({"format": ENTRY_FORMAT, "key": key, "checksum": payload_checksum(payload), "payload": payload}, path)
+    capsys.readouterr()
+    again = load_dataset(folder, encoder, "en", limits)
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert (again.encoded, again.cache_hits) == (1, 0) and len(lines) == 1 and key in lines[0], lines
+    assert torch.equal(first.utterances[0].codes, again.utterances[0].codes)
+
+
 def test_tagged_transcript_is_read_as_mixed_language(tmp_path):
     path = tmp_path / "mixed.txt"
     path.write_text("[EN]hello.[EN][ZH]你好。[ZH]")

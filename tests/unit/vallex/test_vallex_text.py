@@ -88,10 +88,18 @@ def test_mix_without_tags_gives_no_phonemes():
         phonemize("plain text without tags", "mix")
 
 
-@pytest.mark.skipif(japanese_available(), reason="pyopenjtalk with its dictionary is installed here")
-def test_japanese_without_pyopenjtalk_is_a_clear_error():
+def test_japanese_without_pyopenjtalk_is_a_clear_error(monkeypatch):
+    """Set-up installs pyopenjtalk-plus; a machine without it (the import fails) gets one clear line."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "pyopenjtalk", None)  # makes `import pyopenjtalk` raise ImportError
+    assert not japanese_available()
     with pytest.raises(InputError, match="pyopenjtalk"):
         phonemize("こんにちは", "ja")
+
+
+def test_japanese_comes_with_set_up():
+    assert japanese_available(), "set-up installs pyopenjtalk-plus, whose wheel carries the dictionary"
 
 
 def test_sentence_splitting():

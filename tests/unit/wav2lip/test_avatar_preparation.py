@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from iris_pipeline.avatar import prepare_avatar, read_avatar_frames, smooth_boxes
-from iris_pipeline.cache import DiskCache
+from iris_pipeline.cache import DiskCache, content_hash
 from iris_pipeline.errors import InputError
 from iris_pipeline.face_detectors import CascadeDetector, make_face_detector
 
@@ -142,3 +142,67 @@ def test_unreadable_avatar_files_are_refused_in_one_line(tmp_path, name, problem
 def test_a_missing_avatar_is_refused(tmp_path):
     with pytest.raises(InputError, match="no such file"):
         prepare_avatar(tmp_path / "nobody.jpg")
+
+
+class CountingDetector:
+    """The cascade, counting how often it runs (a cache hit must not run it)."""
+
+    def __init__(self):
+        self.inner = CascadeDetector()
+        self.cache_id = self.inner.cache_id
+        self.calls = 0
+
+    def detect(self, frames):
+        self.calls += 1
+        return self.inner.detect(frames)
+
+
+def _tamper_payload(cache: DiskCache, key: str, change) -> None:
+    """Rewrite an entry with a changed payload under a valid checksum: it loads, but it is wrong."""
+    import torch
+
+    from iris_pipeline.cache import ENTRY_FORMAT, payload_checksum
+
+    path = cache.directory / f"{key}.pt"
+    payload = torch.load(path, weights_only=True)["payload"]
+    payload = change(payload)
+    torch.save({"format": ENTRY_FORMAT, "key": key, "checksum": payload_checksum(payload), "payload": payload}, path)
+
+
+def _flip_bytes(cache: DiskCache, key: str) -> None:
+    """20 KB of 0xFF written into the stored frames (the white band of the issue)."""
+    path = cache.directory / f"{key}.pt"
+    data = bytearray(path.read_bytes())
+    data[len(data) // 3:len(data) // 3 + 20_000] = b"\xff" * 20_000
+    path.write_bytes(bytes(data))
+
+
+def _swap_with_another_avatar(cache: DiskCache, key: str) -> None:
+    other = content_hash("another avatar")
+    cache.put(other, {"x": np.zeros(1).tolist()})
+    (cache.directory / f"{key}.pt").write_bytes((cache.directory / f"{other}.pt").read_bytes())
+
+
+@pytest.mark.parametrize("damage, why", [
+    (lambda c, k: _tamper_payload(c, k, lambda p: {**p, "frames": p["frames"][:0], "boxes": p["boxes"][:0],
+                                                   "crops": p["crops"][:0]}), "empty"),
+    (lambda c, k: _tamper_payload(c, k, lambda p: {**p, "boxes": p["boxes"][:, :3]}), "boxes"),
+    (lambda c, k: _tamper_payload(c, k, lambda p: {**p, "boxes": p["boxes"] + 1000}), "outside"),
+    (lambda c, k: _tamper_payload(c, k, lambda p: {**p, "crops": p["crops"].float()}), "crops"),
+    (_flip_bytes, ""),
+    (_swap_with_another_avatar, "another key"),
+], ids=["zero-frames", "box-shape", "box-outside", "crop-dtype", "0xff-bytes", "swapped"])
+def test_a_wrong_avatar_entry_is_rebuilt_once_with_one_line(tmp_path, capsys, damage, why):
+    cache = DiskCache(tmp_path / "cache")
+    detector = CountingDetector()
+    first = prepare_avatar(PHOTO, fps=25.0, detector=detector, cache=cache)
+    assert detector.calls == 1
+    damage(cache, first.key)
+    capsys.readouterr()
+    again = prepare_avatar(PHOTO, fps=25.0, detector=detector, cache=cache)
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert detector.calls == 2 and len(lines) == 1 and first.key in lines[0] and why in lines[0], lines
+    assert np.array_equal(again.frames.numpy(), first.frames.numpy())
+    assert np.array_equal(again.boxes.numpy(), first.boxes.numpy())
+    prepare_avatar(PHOTO, fps=25.0, detector=detector, cache=cache)  # repaired: a plain hit now
+    assert detector.calls == 2 and capsys.readouterr().err == ""

@@ -1,4 +1,5 @@
-"""Our explicit-INT8 pass: Q/DQ placement, per-channel weight scales, calibration, the accuracy gate."""
+"""INT8 through NVIDIA ModelOpt: its quantiser is what runs, on our calibration set; the accuracy gate and
+the engine cache around it."""
 
 from __future__ import annotations
 
@@ -21,8 +22,6 @@ from iris_pipeline.backends import (
 )
 from iris_pipeline.backends.accuracy import AccuracyGate, compare
 from iris_pipeline.backends.cache import MANIFEST_NAME
-from iris_pipeline.backends.onnx_export import OnnxRuntimeGraph, export_onnx
-from iris_pipeline.backends.quantize import QUANT_MAX, plan, quantize_model, quantize_weight
 
 
 class Toy(torch.nn.Module):
@@ -53,48 +52,58 @@ def _spec() -> GraphSpec:
     )
 
 
-def test_weight_quantisation_is_symmetric_per_channel():
-    w = np.array([[[1.0, -2.0]], [[0.5, 0.25]]], dtype=np.float32)  # two output channels
-    q, scale = quantize_weight(w, axis=0)
-    assert q.dtype == np.int8 and scale.shape == (2,)
-    np.testing.assert_allclose(scale, [2.0 / QUANT_MAX, 0.5 / QUANT_MAX])
-    assert q[0, 0, 1] == -QUANT_MAX and q[1, 0, 0] == QUANT_MAX  # each channel uses its full range
-    np.testing.assert_allclose(q * scale[:, None, None], w, atol=float(scale.max()) / 2)
+def test_int8_goes_through_modelopt_with_our_calibration_inputs(tmp_path, monkeypatch):
+    """ModelOpt's `quantize` does the Q/DQ placement and calibration, on the CPU provider, fed exactly
+    the seeded calibration set stored beside the artifact."""
+    import modelopt.onnx.quantization as modelopt_quantization
+
+    real = modelopt_quantization.quantize
+    calls = []
+
+    def spy(onnx_path, **kwargs):
+        reader = kwargs["calibration_data_reader"]
+        fed = []
+        while (feed := reader.get_next()) is not None:
+            fed.append(feed)
+        reader.rewind()
+        calls.append({**kwargs, "fed": fed})
+        return real(onnx_path, **kwargs)
+
+    monkeypatch.setattr(modelopt_quantization, "quantize", spy)
+    options = BackendOptions(int8=Int8Options(calibration_samples=5, held_out_samples=2, seed=3))
+    built = onnx_artifact(_spec(), "int8", options, EngineCache(tmp_path), threads=1)
+    assert len(calls) == 1
+    call = calls[0]
+    assert call["quantize_mode"] == "int8" and call["calibration_method"] == "max"
+    assert call["calibration_eps"] == ["cpu"] and call["high_precision_dtype"] == "fp16"
+    assert call["disable_mha_qdq"] is True  # attention matmuls stay in high precision by default
+    stored = torch.load(built.entry.file("calibration.pt"), weights_only=True)["calibration"]
+    assert len(call["fed"]) == 5
+    assert all(np.array_equal(f["x"], s[0].numpy()) for f, s in zip(call["fed"], stored, strict=True))
+    info = built.entry.info
+    assert info["quantization"]["quantized_nodes"] > 0
 
 
-def test_plan_places_qdq_on_conv_convtranspose_and_weight_matmul(tmp_path):
+def test_int8_graph_keeps_fp32_where_the_graph_asks(tmp_path):
+    """`GraphSpec.fp32_op_types` stay fp32 when ModelOpt converts the rest of the graph to fp16."""
     spec = _spec()
-    model = onnx.load(str(export_onnx(spec, tmp_path / "toy.onnx")))
-    report = plan(model)
-    kinds = sorted(t.op_type for t in report.targets)
-    assert kinds == ["Conv", "ConvTranspose", "MatMul"]
-    axes = {t.op_type: t.weight_axis for t in report.targets}
-    assert axes == {"Conv": 0, "ConvTranspose": 1, "MatMul": 1}
-    assert list(report.skipped.values()) == ["activation-activation MatMul"]
+    spec.fp32_op_types = ("MatMul",)
+    options = BackendOptions(int8=Int8Options(calibration_samples=4, held_out_samples=2))
+    built = onnx_artifact(spec, "int8", options, EngineCache(tmp_path), threads=1)
+    model = onnx.load(str(built.entry.artifact))
+    kept = [n for n in model.graph.node if n.op_type == "MatMul"]
+    assert kept
+    inferred = onnx.shape_inference.infer_shapes(model).graph
+    types = {v.name: v.type.tensor_type.elem_type for v in [*inferred.value_info, *inferred.output]}
+    assert all(types.get(n.output[0]) == onnx.TensorProto.FLOAT for n in kept)
 
 
-def test_fake_quant_model_runs_and_stays_close(tmp_path):
-    spec = _spec()
-    model = onnx.load(str(export_onnx(spec, tmp_path / "toy.onnx")))
-    calibration = spec.sample_set(8, seed=0)
-    feeds = [{"x": s[0].numpy()} for s in calibration]
-    quantized, report = quantize_model(model, feeds)
-    onnx.checker.check_model(quantized)
-    ops = [n.op_type for n in quantized.graph.node]
-    assert ops.count("QuantizeLinear") == 3 and ops.count("DequantizeLinear") == 6
-    weights = [
-        i for i in quantized.graph.initializer if i.data_type == onnx.TensorProto.INT8 and len(i.dims) > 1
-    ]
-    assert len(weights) == 3  # float weights replaced by int8 ones
-    held_out = spec.sample_set(4, seed=99)
-    with torch.no_grad():
-        reference = [spec.module(*s) for s in held_out]
-    fake = OnnxRuntimeGraph(quantized.SerializeToString(), threads=1)
-    result = compare(reference, [fake(*s) for s in held_out])
-    assert result.min_cosine > 0.99, result.line()
-    float_graph = OnnxRuntimeGraph(tmp_path / "toy.onnx", threads=1)
-    exact = compare(reference, [float_graph(*s) for s in held_out])
-    assert exact.max_abs_error < result.max_abs_error  # quantisation does change the numbers
+def test_int8_options_refuse_unknown_methods_with_one_line():
+    from iris_pipeline.backends.options import parse_backend_options
+    from iris_pipeline.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"^wav2lip\.options\.backend\.int8\.method: [^\n]+$"):
+        parse_backend_options({"int8": {"method": "percentile"}}, "wav2lip")
 
 
 def test_gate_refuses_outside_thresholds():
@@ -149,38 +158,3 @@ def test_recorded_inputs_feed_calibration_and_change_the_key(tmp_path):
     spec.recorded_inputs = spec.recorded_inputs[:4]
     with pytest.raises(ValueError, match="INT8 needs 5"):
         calibration_sets(spec, int8)
-
-
-def test_fp16_weight_scales_agree_with_int8_values():
-    w = np.full((2, 3), 1e-3, dtype=np.float32) * np.array([[1.0], [0.01]], dtype=np.float32)
-    q, scale = quantize_weight(w, axis=0, scale_dtype=np.float16)
-    assert scale.dtype == np.float16 and (scale > 0).all()
-    np.testing.assert_allclose(q * scale.astype(np.float32)[:, None], w, atol=float(scale.max()))
-
-
-def test_strongly_typed_fp16_qdq_graph_runs(tmp_path, tiny_wav2lip_graph, cached_onnx):
-    """The graph a strongly typed TensorRT network is built from: fp16 export + Q/DQ with fp16 scales
-    whose ranges come from the fp32 calibration (here run in onnxruntime, fake-quantised)."""
-    from iris_pipeline.backends.prepare import _amax_of
-    from iris_pipeline.backends.quantize import activation_names, insert_qdq
-
-    spec = tiny_wav2lip_graph
-    int8 = cached_onnx(
-        spec, "int8", BackendOptions(int8=Int8Options(calibration_samples=6, held_out_samples=3))
-    )
-    amax = _amax_of(int8.entry.artifact)
-    typed = onnx.load(str(export_onnx(spec, tmp_path / "fp16.onnx", dtype=torch.float16, opset=19)))
-    report = plan(typed)
-    assert set(activation_names(report, typed)) <= set(amax)  # same tensor names as the fp32 export
-    quantized = insert_qdq(typed, report, amax)
-    onnx.checker.check_model(quantized)
-    scales = [i for i in quantized.graph.initializer if i.name.endswith("_scale")]
-    assert scales and all(i.data_type == onnx.TensorProto.FLOAT16 for i in scales)
-    inputs = spec.example_inputs("opt", seed=11)
-    graph = OnnxRuntimeGraph(quantized.SerializeToString(), threads=1)
-    out = graph(*(t.half() for t in inputs))
-    with torch.no_grad():
-        expected = spec.module(*inputs)
-    assert out.dtype == torch.float16
-    result = compare([expected], [out.float()])
-    assert result.min_cosine > 0.99 and result.max_abs_error < 0.1, result.line()

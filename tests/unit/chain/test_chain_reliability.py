@@ -1,0 +1,121 @@
+"""The chain on tiny random weights: every valid script renders for every seed (no chunk comes out too
+short to align), and the per-job state of the workers stays bounded whatever the clip's length."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from iris_pipeline import chunking
+from iris_pipeline.audio import Waveform
+from iris_pipeline.chunking import benchmark_script
+from iris_pipeline.config import PipelineConfig
+from iris_pipeline.errors import InputError
+from iris_pipeline.pipeline import CODEC_RATE, ClipTally, Job, Pipeline
+from iris_pipeline.stages.fastpitch import FastPitchStage
+from iris_pipeline.video import frame_count_for
+
+DATA = Path(__file__).resolve().parents[2] / "data"
+# short sentences and phrases: with 0.6 s chunks, many chunks of a few symbols each
+CHOPPY = "Hi. Go! Yes? No. OK, fine; sure: right. A, b, c. Well... then. Up! Down? Stop."
+
+
+def tiny_config(lipsync_features: str = "fastpitch", **chunk) -> PipelineConfig:
+    cfg = PipelineConfig(size="tiny", device="cpu", seed=0, lipsync_features=lipsync_features)
+    for stage in cfg.stages:
+        cfg.stage(stage).precision = "fp32"
+    cfg.stage("rvc").options = {"cache": False}
+    for key, value in chunk.items():
+        setattr(cfg.chunking, key, value)
+    return cfg
+
+
+def reference(seconds: float = 2.0, sr: int = 16000) -> Waveform:
+    t = torch.arange(int(seconds * sr)) / sr
+    return Waveform((0.3 * torch.sin(2 * math.pi * 140 * t) * (1 + 0.5 * torch.sin(2 * math.pi * 3 * t))).float(), sr)
+
+
+@pytest.fixture(scope="module")
+def pipeline():
+    pipe = Pipeline(tiny_config(chunk_seconds=0.6, first_chunk_seconds=None))
+    pipe.prepare()
+    yield pipe
+    pipe.close()
+
+
+@pytest.fixture(scope="module")
+def avatar(pipeline):
+    return pipeline.prepare_avatar(DATA / "astronaut_face.jpg")
+
+
+def test_chunk_minimums_cover_the_aligner_and_one_wav2lip_window(pipeline):
+    texts = [c.text for c in chunking.plan_chunks(CHOPPY, "en", chunk_seconds=0.6).chunks]
+    assert len(texts) >= 8
+    for text, frames in zip(texts, pipeline._min_chunk_frames(texts), strict=True):
+        seconds = frames / (CODEC_RATE / 320)
+        assert seconds >= FastPitchStage.min_speech_seconds(text) and seconds >= chunking.MEL_WINDOW_SECONDS
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", range(4))
+def test_a_choppy_script_renders_for_every_seed(pipeline, avatar, seed):
+    """Random weights stop VALL-E X anywhere; each chunk must still be long enough for its text."""
+    job = Job(text=CHOPPY, language="en", reference=reference(), transcript="a short reference",
+              avatar=avatar, seed=seed)
+    tally = ClipTally(pipeline.submit(job))
+    for chunk in tally.handle.chunks(timeout=600):
+        tally.add(chunk)
+    assert tally.chunks >= 8 and tally.frames == frame_count_for(tally.samples, CODEC_RATE, 25)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [0, 2])
+def test_a_30_second_script_without_seconds_renders(avatar, seed):
+    """The issue's case: a valid 30 s script, no --seconds, seeds 0 and 2 (default chunking)."""
+    pipe = Pipeline(tiny_config())
+    pipe.prepare()
+    try:
+        job = Job(text=benchmark_script(30, "en"), language="en", reference=reference(),
+                  transcript="a short reference", avatar=avatar, seed=seed)
+        result = pipe.render(job, timeout=900)
+    finally:
+        pipe.close()
+    assert result.chunks >= 3 and result.frames.shape[0] == frame_count_for(
+        result.speech.samples.shape[0], CODEC_RATE, 25)
+
+
+def test_seconds_too_short_for_the_text_is_refused_before_any_work(pipeline, avatar):
+    with pytest.raises(InputError, match="too short for the text"):
+        pipeline.check_job(Job(text=CHOPPY, language="en", reference=reference(), transcript="t",
+                               avatar=avatar, seconds=0.5))
+
+
+@pytest.mark.parametrize("mode", ["fastpitch", "speech"])
+def test_lipsync_state_stays_bounded_in_clip_length(avatar, mode):
+    """The lipsync worker keeps only the mel columns and audio that frames still to come need: at
+    most about one chunk's worth, not the clip so far."""
+    pipe = Pipeline(tiny_config(lipsync_features=mode, chunk_seconds=1.0, first_chunk_seconds=None))
+    held: list[tuple[int, int]] = []
+
+    def watch(event) -> None:
+        for state in list(pipe._lipsync_state.values()):
+            mel = 0 if state.mel is None else state.mel.shape[1]
+            audio = 0 if state.audio is None else state.audio.shape[0]
+            held.append((mel, audio))
+
+    pipe._on_progress = watch
+    pipe.prepare()
+    try:
+        seconds = 12.0
+        result = pipe.render(Job(text=benchmark_script(seconds, "en"), language="en", reference=reference(),
+                                 transcript="a short reference", avatar=avatar, seconds=seconds), timeout=900)
+    finally:
+        pipe.close()
+    assert result.chunks >= 8 and held
+    chunk_columns = 80 * 1.0 * 2  # the planner's 1 s chunks, twice over for the longest one
+    assert max(m for m, _ in held) <= chunk_columns + chunking.MEL_WINDOW, held
+    assert max(a for _, a in held) <= CODEC_RATE * 2.0, held
+    assert pipe._lipsync_state == {}
