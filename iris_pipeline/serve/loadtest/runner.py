@@ -157,8 +157,9 @@ def phase_of(concurrency: int, records: list[dict[str, Any]], step_seconds: floa
         why = f"{len(failed)} render(s) failed, first: {failed[0]['error']}"
     elif counted < 2:
         why = f"fewer than 2 renders after the loop filled within {step_seconds:g} s"
+    gaps = [b - a for a, b in zip(stamps[concurrency - 1:], stamps[concurrency:], strict=False)] if counted else []
     return Phase(concurrency, rate, counted, window_s, min(len(stamps), concurrency), why is None, why,
-                 source="Locust over HTTP")
+                 source="Locust over HTTP", gaps_s=gaps)
 
 
 def run_sample(index: int, seed: int, record: dict[str, Any]) -> Any:

@@ -131,5 +131,6 @@ def test_closed_loop_rate_counts_after_the_fill():
     # the first two completions fill the loop; 3 more over 16 - 11 = 5 s
     assert (phase.counted, phase.window_s, phase.valid) == (3, 5.0, True)
     assert phase.rate_cps == pytest.approx(0.6)
+    assert phase.gaps_s == [1.0, 2.0, 2.0]  # the completions' spacing, for the rate's interval
     failed = phase_of(2, records + [{"ok": False, "end": 17.0, "error": "HTTP 503: overloaded"}], 60)
     assert not failed.valid and "HTTP 503" in failed.why_invalid
