@@ -23,7 +23,8 @@ app = typer.Typer(
 )
 
 # Modules of iris_pipeline.commands, each with register(app). Order = order in `iris --help`.
-COMMAND_MODULES: tuple[str, ...] = ("render", "info", "config", "avatar", "engines", "bench", "report", "finetune")
+COMMAND_MODULES: tuple[str, ...] = ("render", "info", "config", "avatar", "engines", "bench", "report", "finetune",
+                                     "serve", "loadtest")
 
 for _name in COMMAND_MODULES:
     importlib.import_module(f"iris_pipeline.commands.{_name}").register(app)

@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from iris_pipeline.errors import ConfigError
+from iris_pipeline.serve.config import ServingConfig
 
 STAGE_ORDER: tuple[str, ...] = ("rvc", "vallex", "fastpitch", "wav2lip")
 
@@ -85,6 +86,7 @@ class PipelineConfig(_Strict):
     lipsync_features: Literal["fastpitch", "speech"] = "fastpitch"
     max_reference_seconds: float = Field(default=30.0, gt=1.0)
     seed: int = 0
+    serving: ServingConfig = Field(default_factory=ServingConfig)  # `iris serve` (Ray Serve) only
 
     @field_validator("device")
     @classmethod

@@ -7,7 +7,8 @@ import sys
 
 from iris_pipeline.cli import COMMAND_MODULES
 
-EXPECTED = {"render", "bench", "report", "engines", "avatar", "finetune", "finetune-bench", "info", "config"}
+EXPECTED = {"render", "bench", "report", "engines", "avatar", "finetune", "finetune-bench", "info", "config", "serve",
+            "loadtest"}
 
 
 def _iris(*args: str) -> subprocess.CompletedProcess:
@@ -21,7 +22,8 @@ def test_help_lists_every_command():
     listed = {line.strip("│ ").split()[0] for line in proc.stdout.splitlines()
               if line.startswith("│ ") and line.strip("│ ").strip()}
     assert EXPECTED <= listed, EXPECTED - listed
-    assert set(COMMAND_MODULES) <= {"render", "info", "config", "avatar", "engines", "report", "bench", "finetune"}
+    assert set(COMMAND_MODULES) <= {"render", "info", "config", "avatar", "engines", "report", "bench", "finetune",
+                                    "serve", "loadtest"}
 
 
 def test_unknown_command_is_a_usage_error():
