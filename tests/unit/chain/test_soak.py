@@ -21,6 +21,8 @@ open file per job, and checks that the same verdict fails.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import gc
 import math
 import os
@@ -83,6 +85,16 @@ class SoakSamples:
         return problems
 
 
+def _release_free_heap() -> None:
+    """Hand freed heap pages back to the OS (glibc `malloc_trim`), so RSS counts live memory: without
+    it a leak can hide in free space that earlier tests of the same process left in the heap."""
+    libc_name = ctypes.util.find_library("c")
+    if libc_name:
+        trim = getattr(ctypes.CDLL(libc_name), "malloc_trim", None)
+        if trim is not None:
+            trim(0)
+
+
 def soak(pipeline: Pipeline, avatar, jobs: int, out: Path, leak: list | None = None) -> SoakSamples:
     process = psutil.Process()
     samples = SoakSamples()
@@ -108,6 +120,7 @@ def soak(pipeline: Pipeline, avatar, jobs: int, out: Path, leak: list | None = N
                 leak.append((result, open(os.devnull)))  # noqa: SIM115
         samples.outcomes[kind] = samples.outcomes.get(kind, 0) + 1
         gc.collect()
+        _release_free_heap()
         samples.rss.append(process.memory_info().rss)
         samples.fds.append(process.num_fds())
         samples.threads.append(threading.active_count())
