@@ -46,7 +46,7 @@ def _date(timestamp: str, lang: str) -> str:
 
 
 def utilisation_column(results: BenchResults) -> str:
-    """"sm_active_pct" where any row has it (Hopper GPM), else "gpu_busy_pct" (DESIGN.md)."""
+    """"sm_active_pct" where any row has it (Hopper GPM), else "gpu_busy_pct" (docs/figures.md)."""
     if any(not math.isnan(r.numbers["sm_active_pct"]) for r in results.e2e):
         return "sm_active_pct"
     return "gpu_busy_pct"

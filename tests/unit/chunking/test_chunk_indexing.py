@@ -1,7 +1,7 @@
 """Global frame / mel indexing and the streaming Wav2Lip mel: a chunked run equals an unchunked one.
 
 The references here are written independently of iris_pipeline.chunking (integer arithmetic on the
-definitions of DESIGN.md) or are the real thing (`audio.wav2lip_mel` of the whole stitched clip).
+definitions in docs/figures.md and `chunking`'s docstring) or are the real thing (`audio.wav2lip_mel` of the whole stitched clip).
 """
 
 from __future__ import annotations
