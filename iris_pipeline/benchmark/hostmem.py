@@ -28,9 +28,10 @@ class HostMemorySampler:
         self._thread: threading.Thread | None = None
 
     def _sample(self) -> None:
-        rss = self._process.memory_info().rss
+        # Read RSS under the lock: a reading taken before `reset()` and stored after it
+        # would carry the old window's peak into the new one.
         with self._lock:
-            self._peak = max(self._peak, rss)
+            self._peak = max(self._peak, self._process.memory_info().rss)
 
     def _run(self) -> None:
         while not self._stop.wait(self.period_s):

@@ -19,7 +19,6 @@ do not apply here: the step is captured by hand, not by torch.compile).
 from __future__ import annotations
 
 import zlib
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -41,6 +40,7 @@ from iris_pipeline.models.vallex.decode import (
 )
 from iris_pipeline.stages.backend_support import parse_own_options, require_backend
 from iris_pipeline.stages.base import Stage
+from iris_pipeline.stages.contracts import VallexPrompt
 from iris_pipeline.text.vallex_g2p import LANGUAGES, phonemize
 from iris_pipeline.text.vallex_sentences import split_sentences
 
@@ -85,20 +85,6 @@ class VallexOptions(BaseModel):
 def parse_options(options: dict[str, Any]) -> VallexOptions:
     """The stage's own options; the `backend` sub-mapping is validated by `backends.backend_options`."""
     return parse_own_options(options, VallexOptions, "vallex")
-
-
-@dataclass(frozen=True)
-class VallexPrompt:
-    """An enrolled voice: EnCodec codes [F, 8] of the prompt audio and the phoneme ids of its transcript."""
-
-    codes: torch.Tensor  # LongTensor [F, 8]
-    text_ids: torch.Tensor  # LongTensor [S_p]
-    language: str  # en, zh or ja
-    phonemes: str = ""
-
-    @property
-    def frames(self) -> int:
-        return int(self.codes.shape[0])
 
 
 def _split_frames(total: int, weights: list[int]) -> list[int]:
