@@ -1,23 +1,33 @@
 """The chain: RVC -> VALL-E X -> FastPitch -> Wav2Lip, chunked, streamed, pipelined.
 
-Three workers joined by bounded queues carry every job's chunks through the stages:
+`check_job` validates a job and plans it once (`JobPlan`: the chunk texts, the VALL-E X frames
+each chunk must or may take, the clip's imposed length); `submit` queues it and returns a
+`JobHandle` that keeps the plan. Three workers joined by bounded queues then carry every job's
+chunks through the stages' typed methods (`stages.contracts`):
 
-    tts      RVC prompt (cached) + VALL-E X, chunk by chunk; chunks of several jobs are batched
-    lipsync  audio stitching (equal-power cross-fades) + the lip-sync mel (FastPitch or the speech's)
-    render   Wav2Lip for every frame whose mel window is complete, frames to the host
+    tts      RVCStage.convert (cached) + VallexStage.encode_prompt once per voice, then
+             VallexStage.synthesize chunk by chunk; chunks of several jobs are batched
+    lipsync  the job's `LipsyncStream` stitches the chunk, FastPitchStage.align_chunk aligns it
+             (subtitles; in the fastpitch mode also the lip-sync mel), the stream places the mel
+             and says which frames became ready (a `FramesRequest`)
+    render   Wav2LipStage.render_frames for those frames, frames to the host
 
-so chunk k is in Wav2Lip while chunk k+1 is in VALL-E X, and several jobs can be in flight. Each
-stage runs on the device of the placement map and, on a GPU, on its own CUDA stream (the lipsync
-worker on FastPitch's); every queue item that carries device tensors carries the producer's `Ready`
+so chunk k is in Wav2Lip while chunk k+1 is in VALL-E X, and several jobs can be in flight. The
+workers only move items between queues, one item type per queue (`_SpeechWork`, `_FramesWork`;
+a failure travels in its job's `_FramesWork` so it arrives after the chunks before it). Each stage
+runs on the device of the placement map and, on a GPU, on its own CUDA stream (the lipsync worker
+on FastPitch's); every queue item that carries device tensors carries the producer's `Ready`
 mark, which the consumer accepts before touching them (the rule is in `placement`). A job's
 chunks come back through its `JobHandle` as soon as each is ready (`first_chunk_ms` is real).
 
-The pipeline knows the stages' `run()` contracts and the arithmetic of `chunking`; it knows
-nothing of benchmarks or tests.
+The pipeline knows the stages' typed contracts, the chunk plan of `chunking` and the streaming
+state of `lipsync`; it knows nothing of benchmarks or tests.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import itertools
 import math
 import queue
@@ -27,7 +37,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -35,8 +45,22 @@ from iris_pipeline import chunking
 from iris_pipeline.audio import Waveform, check_waveform
 from iris_pipeline.config import PipelineConfig
 from iris_pipeline.errors import InputError
+from iris_pipeline.lipsync import LipsyncChunk, LipsyncFeatures, LipsyncStream
 from iris_pipeline.metrics import RegionTimer
 from iris_pipeline.placement import Placement, Ready
+from iris_pipeline.stages.contracts import (
+    AlignRequest,
+    AlignResult,
+    SpeechRequest,
+    VallexPrompt,
+    VoiceRequest,
+)
+
+if TYPE_CHECKING:  # the stage modules load their models' code: imported where a stage is built
+    from iris_pipeline.stages.fastpitch import FastPitchStage
+    from iris_pipeline.stages.rvc import RVCStage
+    from iris_pipeline.stages.vallex import VallexStage
+    from iris_pipeline.stages.wav2lip import Wav2LipStage
 
 CODEC_RATE = 24000  # VALL-E X speech, samples per second
 CODEC_HOP = 320  # samples per EnCodec frame: 75 frames per second
@@ -58,6 +82,31 @@ class Job:
     seconds: float | None = None  # speech length to impose (benchmarks): VALL-E X emits seconds * 75 frames
     seed: int = 0
     job_id: int = field(default_factory=itertools.count().__next__)
+
+
+@dataclass(frozen=True)
+class JobPlan:
+    """A job's chunks as VALL-E X speaks them, planned once by `Pipeline.check_job`.
+
+    Frame counts are VALL-E X codec frames (75 per second) and include the cross-fade overlap of
+    every chunk but the last.
+    """
+
+    texts: tuple[str, ...]
+    num_frames: tuple[int | None, ...]  # frames imposed per chunk (`Job.seconds` given), else None
+    min_frames: tuple[int, ...]  # the least frames per chunk: what aligning it and one window need
+    total_samples: int | None  # the clip's imposed length (samples at CODEC_RATE), else None
+
+    @property
+    def chunks(self) -> int:
+        return len(self.texts)
+
+    def speech_request(self, job: Job, chunk: int, prompt: VallexPrompt) -> SpeechRequest:
+        """Chunk `chunk` of `job` for VALL-E X; it may stop at EOS only once long enough to align."""
+        imposed = self.num_frames[chunk]
+        return SpeechRequest(text=self.texts[chunk], language=job.language, prompt=prompt, seed=job.seed,
+                             chunk=chunk, num_frames=imposed,
+                             min_frames=self.min_frames[chunk] if imposed is None else None)
 
 
 @dataclass
@@ -115,9 +164,10 @@ _STOP = object()
 class JobHandle:
     """What `Pipeline.submit` returns: iterate the chunks as they come, or wait for the whole result."""
 
-    def __init__(self, job: Job, fps: float):
+    def __init__(self, job: Job, fps: float, plan: JobPlan):
         self.job = job
         self.fps = fps
+        self.plan = plan
         self.submitted_at = time.perf_counter()
         self.timer: RegionTimer | None = None
         self._outputs: queue.Queue = queue.Queue()
@@ -219,73 +269,30 @@ class ClipTally:
 
 
 @dataclass
-class _SpeechChunk:
+class _SpeechWork:
+    """tts -> lipsync: one chunk's generated speech (with its overlap tail unless it is the last)."""
+
     handle: JobHandle
     index: int
-    count: int
-    text: str
-    speech: torch.Tensor  # generated samples, incl. the overlap tail for all but the last
-    total_samples: int | None  # the clip's length when imposed
+    speech: torch.Tensor  # generated samples at CODEC_RATE
     ready: Ready  # when `speech` is written (VALL-E X's stream)
 
+    @property
+    def last(self) -> bool:
+        return self.index == self.handle.plan.chunks - 1
+
 
 @dataclass
-class _FramesRequest:
+class _FramesWork:
+    """lipsync -> render: one chunk's final speech, alignment and ready frames, or the failure that
+    ended its job (delivered in order, after the chunks before it)."""
+
     handle: JobHandle
     index: int
-    last: bool
-    speech: torch.Tensor
-    speech_start: int
-    mel: torch.Tensor
-    mel_offset: int
-    total_mel_frames: int
-    frame_start: int
-    frame_count: int
-    timings: list
-    words: list
-    ready: Ready  # when `speech` and `mel` are written (the lipsync stream)
-
-
-@dataclass
-class _LipsyncState:
-    """Per-job state of the lipsync worker, bounded whatever the clip's length: the stitcher's overlap
-    tail, the audio that mel columns still to come depend on (speech mode), the lip-sync mel columns
-    that frames still to come read, and counters."""
-
-    stitcher: chunking.AudioStitcher
-    samples: int = 0  # stitched samples so far
-    audio: torch.Tensor | None = None  # stitched samples [audio_start, samples) (speech mode)
-    audio_start: int = 0
-    mel: torch.Tensor | None = None  # lip-sync mel columns [mel_start, mel_start + mel.shape[1])
-    mel_start: int = 0
-    frames_done: int = 0
-
-    def append_mel(self, columns: torch.Tensor) -> torch.Tensor:
-        """The kept columns followed by `columns` (the next ones in clip order)."""
-        self.mel = columns if self.mel is None else torch.cat([self.mel, columns], dim=1)
-        return self.mel
-
-    @property
-    def mel_columns(self) -> int:
-        return self.mel_start + (0 if self.mel is None else self.mel.shape[1])
-
-    def drop_mel_before(self, column: int) -> None:
-        """Forget the columns before `column` (no frame still to come reads them); copies the rest so
-        the dropped columns' memory is freed, not pinned by a view."""
-        cut = column - self.mel_start
-        if self.mel is not None and cut > 0:
-            self.mel = self.mel[:, cut:].clone()
-            self.mel_start = column
-
-    def append_audio(self, body: torch.Tensor) -> torch.Tensor:
-        self.audio = body if self.audio is None else torch.cat([self.audio, body])
-        return self.audio
-
-    def drop_audio_before(self, sample: int) -> None:
-        cut = sample - self.audio_start
-        if self.audio is not None and cut > 0:
-            self.audio = self.audio[cut:].clone()
-            self.audio_start = sample
+    chunk: LipsyncChunk | None = None
+    alignment: AlignResult | None = None
+    ready: Ready = field(default_factory=Ready)  # when the speech and mel are written (the lipsync stream)
+    failure: BaseException | None = None
 
 
 class Pipeline:
@@ -298,17 +305,34 @@ class Pipeline:
         self._on_progress = on_progress
         self.placement = placement or Placement.from_config(config)
         self._stage_factory = stage_factory or _default_stage
-        self.stages: dict[str, Any] = {}
+        # built by prepare() (wav2lip maybe earlier, by prepare_avatar()); None: not in the chain
+        self.rvc: RVCStage | None = None
+        self.vallex: VallexStage | None = None
+        self.fastpitch: FastPitchStage | None = None
+        self.wav2lip: Wav2LipStage | None = None
         self._threads: list[threading.Thread] = []
-        self._tts_in: queue.Queue = queue.Queue()
-        self._lipsync_in: queue.Queue = queue.Queue(maxsize=_QUEUE_DEPTH)
-        self._render_in: queue.Queue = queue.Queue(maxsize=_QUEUE_DEPTH)
-        self._lipsync_state: dict[int, _LipsyncState] = {}
+        self._tts_in: queue.Queue = queue.Queue()  # JobHandle
+        self._lipsync_in: queue.Queue = queue.Queue(maxsize=_QUEUE_DEPTH)  # _SpeechWork
+        self._render_in: queue.Queue = queue.Queue(maxsize=_QUEUE_DEPTH)  # _FramesWork
+        self._lipsync_streams: dict[int, LipsyncStream] = {}  # by job id, the lipsync worker's
         self._prompts: OrderedDict[tuple, Any] = OrderedDict()
         self._prompts_lock = threading.Lock()
         self._closed = False
 
     # --- set-up ---------------------------------------------------------------------------------
+
+    def built_stages(self) -> dict[str, Any]:
+        """The stages built so far, by name, in chain order."""
+        stages = {"rvc": self.rvc, "vallex": self.vallex, "fastpitch": self.fastpitch, "wav2lip": self.wav2lip}
+        return {name: stage for name, stage in stages.items() if stage is not None}
+
+    def _build(self, name: str) -> Any:
+        """Build stage `name` on its device (not prepared) unless it is built already."""
+        stage = self.built_stages().get(name)
+        if stage is None:
+            stage = self._stage_factory(name, self.config, self.placement.devices[name])
+            setattr(self, name, stage)
+        return stage
 
     def prepare(self, progress: Callable[[str], None] | None = None) -> None:
         """Build / load every stage on its device and start the workers. Idempotent."""
@@ -319,10 +343,9 @@ class Pipeline:
         for name in self.config.stages:
             if progress is not None:
                 progress(name)
-            if name not in self.stages:
-                self.stages[name] = self._stage_factory(name, self.config, self.placement.devices[name])
+            stage = self._build(name)
             with self.placement.on(name):
-                self.stages[name].prepare()  # idempotent; a stage built by prepare_avatar() loads here
+                stage.prepare()  # idempotent; a stage built by prepare_avatar() loads here
         for target, name in ((self._tts_worker, "iris-tts"), (self._lipsync_worker, "iris-lipsync"),
                              (self._render_worker, "iris-render")):
             thread = threading.Thread(target=target, name=name, daemon=True)
@@ -335,9 +358,7 @@ class Pipeline:
         Works before `prepare()`: face detection does not need the lip-sync model, so a bad avatar
         is refused before any model is loaded.
         """
-        if "wav2lip" not in self.stages:
-            self.stages["wav2lip"] = self._stage_factory("wav2lip", self.config, self.placement.devices["wav2lip"])
-        return self.stages["wav2lip"].prepare_avatar(path, fps=self.config.video.fps, progress=progress)
+        return self._build("wav2lip").prepare_avatar(path, fps=self.config.video.fps, progress=progress)
 
     def release_caches(self) -> int:
         """Free the stages' caches that `prepare()` did not set up (VALL-E X decode caches outside
@@ -345,7 +366,7 @@ class Pipeline:
         start from the prepared state. Call between jobs (a benchmark: between measurement
         windows). Returns the bytes the stages freed."""
         freed = 0
-        for stage in self.stages.values():
+        for stage in self.built_stages().values():
             release = getattr(stage, "release_caches", None)  # stand-in stages may keep none
             if release is not None:
                 freed += release()
@@ -373,9 +394,10 @@ class Pipeline:
 
     # --- jobs -----------------------------------------------------------------------------------
 
-    def check_job(self, job: Job) -> None:
+    def check_job(self, job: Job) -> JobPlan:
         """Refuse bad input before any work starts (one clear line): empty or unspeakable text, a
-        script past `config.limits`, a bad reference, `seconds` out of range or too short for the text."""
+        script past `config.limits`, a bad reference, `seconds` out of range or too short for the text.
+        Returns the job's plan (pass it to `submit` so that the job is not planned again)."""
         if not job.text or not job.text.strip():
             raise InputError("text: the script is empty")
         if not any(ch.isalnum() for ch in job.text):
@@ -386,28 +408,30 @@ class Pipeline:
             raise InputError(f"text: {len(job.text)} characters, {words} words; the limit is "
                              f"{limits.max_characters} characters and {limits.max_words} words "
                              f"(limits.max_characters / limits.max_words in the config)")
-        plan = self._chunk_plan(job)  # unsupported language -> one clear line
-        if plan.expected_seconds > limits.max_seconds:
-            raise InputError(f"text: about {plan.expected_seconds:.0f} s of speech; the limit is "
+        chunks = self._chunk_plan(job)  # unsupported language -> one clear line
+        if chunks.expected_seconds > limits.max_seconds:
+            raise InputError(f"text: about {chunks.expected_seconds:.0f} s of speech; the limit is "
                              f"{limits.max_seconds:g} s (limits.max_seconds in the config)")
         check_waveform(job.reference, name="reference", min_seconds=MIN_REFERENCE_SECONDS,
                        max_seconds=self.config.max_reference_seconds)
+        texts = [c.text for c in chunks.chunks]
+        least = self._min_chunk_frames(texts)
         if job.seconds is not None:
             if not (0 < job.seconds <= limits.max_seconds):
                 raise InputError(f"seconds: must be in (0, {limits.max_seconds:g}], got {job.seconds:g}")
-            needed = sum(self._min_chunk_frames([c.text for c in plan.chunks]))
-            if round(job.seconds * CODEC_FRAME_RATE) < needed:
+            if round(job.seconds * CODEC_FRAME_RATE) < sum(least):
                 raise InputError(f"seconds: {job.seconds:g} s is too short for the text: aligning it needs "
-                                 f"at least {needed / CODEC_FRAME_RATE:.2f} s of speech")
+                                 f"at least {sum(least) / CODEC_FRAME_RATE:.2f} s of speech")
+        return self._plan(job, chunks, least)
 
-    def submit(self, job: Job) -> JobHandle:
-        """Queue a job; its chunks arrive through the returned handle."""
+    def submit(self, job: Job, plan: JobPlan | None = None) -> JobHandle:
+        """Queue a job; its chunks arrive through the returned handle. `plan`: what `check_job(job)`
+        returned, if the caller checked the job already (it is checked and planned here otherwise)."""
         if not self._threads:
             raise RuntimeError("Pipeline.submit() called before prepare()")
         if self._closed:
             raise RuntimeError("Pipeline.submit() called after close()")
-        self.check_job(job)
-        handle = JobHandle(job, self.config.video.fps)
+        handle = JobHandle(job, self.config.video.fps, plan if plan is not None else self.check_job(job))
         device = next(iter(self.placement.gpu_devices), torch.device("cpu"))
         handle.timer = RegionTimer(device)
         self._tts_in.put(handle)
@@ -427,37 +451,7 @@ class Pipeline:
         if self._on_progress is not None:
             self._on_progress(ProgressEvent(stage, job_id, chunk, chunks, frames))
 
-    # --- the tts worker: RVC + VALL-E X ----------------------------------------------------------
-
-    def _voice(self, handle: JobHandle) -> Any:
-        """The job's VALL-E X prompt: RVC (its own disk cache) then EnCodec; memoised per voice."""
-        job = handle.job
-        from iris_pipeline.cache import tensor_hash
-
-        key = (tensor_hash(job.reference.samples), job.reference.sample_rate, job.transcript, job.language)
-        with self._prompts_lock:
-            prompt = self._prompts.get(key)
-            if prompt is not None:
-                self._prompts.move_to_end(key)
-        if prompt is not None:
-            return prompt
-        reference = job.reference
-        if "rvc" in self.stages:
-            with self.placement.on("rvc"), handle.timer.region("rvc", self.placement.devices["rvc"]):
-                reference = self.stages["rvc"].run(reference=reference.to(self.placement.devices["rvc"]))["prompt"]
-                converted = self.placement.ready("rvc")  # the prompt is read on VALL-E X's stream next
-            self._notify("rvc", job.job_id, 0, 1)
-        else:
-            converted = Ready()
-        vallex_device = self.placement.devices["vallex"]
-        with self.placement.on("vallex"), handle.timer.region("vallex_prompt", vallex_device):
-            self.placement.accept("vallex", converted, [reference.samples])
-            prompt = self.stages["vallex"].encode_prompt(reference.to(vallex_device), job.transcript, job.language)
-        with self._prompts_lock:  # bounded: a server sees any number of voices
-            self._prompts[key] = prompt
-            while len(self._prompts) > _PROMPTS_KEPT:
-                self._prompts.popitem(last=False)
-        return prompt
+    # --- planning -------------------------------------------------------------------------------
 
     def _chunk_plan(self, job: Job) -> chunking.ChunkPlan:
         chunk_cfg = self.config.chunking
@@ -473,25 +467,55 @@ class Pipeline:
         return [math.ceil(max(chunking.MEL_WINDOW_SECONDS, aligner(text) if aligner else 0.0) * CODEC_FRAME_RATE) + 1
                 for text in texts]
 
-    def _plan(self, handle: JobHandle) -> tuple[list[str], list[int | None], list[int], int | None]:
-        """Chunk texts, VALL-E X frames per chunk (imposed, or None), the least frames per chunk (both
-        with the overlap included), and the clip's imposed length."""
-        job = handle.job
-        plan = self._chunk_plan(job)
-        texts = [c.text for c in plan.chunks]
+    def _plan(self, job: Job, chunks: chunking.ChunkPlan, least: list[int]) -> JobPlan:
+        """VALL-E X frames per chunk (imposed, or None) and the least frames per chunk (both with the
+        overlap included), and the clip's imposed length, from the chunk plan and the nominal least."""
+        texts = tuple(c.text for c in chunks.chunks)
         overlap_frames = self._overlap_samples() // CODEC_HOP
         extra = [overlap_frames if k < len(texts) - 1 else 0 for k in range(len(texts))]
-        least = self._min_chunk_frames(texts)
-        minimums = [m + e for m, e in zip(least, extra, strict=True)]
+        minimums = tuple(m + e for m, e in zip(least, extra, strict=True))
         if job.seconds is None:
-            return texts, [None] * len(texts), minimums, None
+            return JobPlan(texts, (None,) * len(texts), minimums, None)
         total_frames = max(sum(least), round(job.seconds * CODEC_RATE / CODEC_HOP))
-        targets = plan.unit_targets(total_frames, least)
-        frames = [t + e for t, e in zip(targets, extra, strict=True)]
-        return texts, frames, minimums, total_frames * CODEC_HOP
+        targets = chunks.unit_targets(total_frames, least)
+        frames = tuple(t + e for t, e in zip(targets, extra, strict=True))
+        return JobPlan(texts, frames, minimums, total_frames * CODEC_HOP)
 
     def _overlap_samples(self) -> int:
         return chunking.crossfade_samples(self.config.chunking.crossfade_ms, CODEC_RATE, granularity=CODEC_HOP)
+
+    # --- the tts worker: RVC + VALL-E X ----------------------------------------------------------
+
+    def _voice(self, handle: JobHandle) -> VallexPrompt:
+        """The job's VALL-E X prompt: RVC (its own disk cache) then EnCodec; memoised per voice."""
+        job = handle.job
+        from iris_pipeline.cache import tensor_hash
+
+        key = (tensor_hash(job.reference.samples), job.reference.sample_rate, job.transcript, job.language)
+        with self._prompts_lock:
+            prompt = self._prompts.get(key)
+            if prompt is not None:
+                self._prompts.move_to_end(key)
+        if prompt is not None:
+            return prompt
+        reference = job.reference
+        if self.rvc is not None:
+            with self.placement.on("rvc"), handle.timer.region("rvc", self.placement.devices["rvc"]):
+                request = VoiceRequest(reference.to(self.placement.devices["rvc"]))
+                reference = self.rvc.convert(request).prompt
+                converted = self.placement.ready("rvc")  # the prompt is read on VALL-E X's stream next
+            self._notify("rvc", job.job_id, 0, 1)
+        else:
+            converted = Ready()
+        vallex_device = self.placement.devices["vallex"]
+        with self.placement.on("vallex"), handle.timer.region("vallex_prompt", vallex_device):
+            self.placement.accept("vallex", converted, [reference.samples])
+            prompt = self.vallex.encode_prompt(reference.to(vallex_device), job.transcript, job.language)
+        with self._prompts_lock:  # bounded: a server sees any number of voices
+            self._prompts[key] = prompt
+            while len(self._prompts) > _PROMPTS_KEPT:
+                self._prompts.popitem(last=False)
+        return prompt
 
     def _tts_worker(self) -> None:
         while True:
@@ -503,7 +527,7 @@ class Pipeline:
                 self._abandon(first)
                 continue
             batch = [first]
-            max_batch = int(getattr(getattr(self.stages["vallex"], "options", None), "max_batch", 1))
+            max_batch = int(getattr(getattr(self.vallex, "options", None), "max_batch", 1))
             while len(batch) < max_batch:  # jobs already waiting are decoded together
                 try:
                     item = self._tts_in.get_nowait()
@@ -516,30 +540,26 @@ class Pipeline:
             self._run_tts_batch(batch)
 
     def _run_tts_batch(self, handles: list[JobHandle]) -> None:
-        live: list[tuple[JobHandle, Any, list[str], list[int | None], list[int], int | None]] = []
+        live: list[tuple[JobHandle, VallexPrompt]] = []
         for handle in handles:
             try:
-                texts, frames, minimums, total = self._plan(handle)
-                self._notify("plan", handle.job.job_id, 0, len(texts))
-                live.append((handle, self._voice(handle), texts, frames, minimums, total))
+                self._notify("plan", handle.job.job_id, 0, handle.plan.chunks)
+                live.append((handle, self._voice(handle)))
             except BaseException as exc:  # noqa: BLE001 - delivered to the job's consumer
                 handle._deliver(_Failure(exc))
         device = self.placement.devices["vallex"]
-        for k in range(max((len(entry[2]) for entry in live), default=0)):
+        for k in range(max((handle.plan.chunks for handle, _ in live), default=0)):
             if self._closed:
-                for entry in live:
-                    self._abandon(entry[0])
+                for handle, _ in live:
+                    self._abandon(handle)
                 return
-            group = [entry for entry in live if k < len(entry[2])]
-            # VALL-E X may stop at EOS only once the chunk is long enough to align (min_frames)
-            requests = [dict(text=texts[k], language=h.job.language, prompt=prompt, num_frames=frames[k],
-                             seed=h.job.seed + k, **({"min_frames": minimums[k]} if frames[k] is None else {}))
-                        for h, prompt, texts, frames, minimums, _ in group]
+            group = [entry for entry in live if k < entry[0].plan.chunks]
+            requests = [handle.plan.speech_request(handle.job, k, prompt) for handle, prompt in group]
             try:
                 start = time.perf_counter()
                 with self.placement.on("vallex"):
-                    outputs = self.stages["vallex"].run_batch(requests)
-                    speech = [out["speech"].samples.to(device) for out in outputs]
+                    outputs = self.vallex.synthesize(requests)
+                    speech = [out.speech.samples.to(device) for out in outputs]
                     written = self.placement.ready("vallex")
                     self.placement.synchronize("vallex")  # the batch's wall time is its members' stage time
                 elapsed_ms = (time.perf_counter() - start) * 1e3
@@ -548,13 +568,13 @@ class Pipeline:
                     entry[0]._deliver(_Failure(exc))
                     live.remove(entry)
                 continue
-            for (handle, _, texts, _, _, total), samples in zip(group, speech, strict=True):
+            for (handle, _), samples in zip(group, speech, strict=True):
                 # a batch's wall time is every member's stage time: each waited for all of it
                 handle.timer.add_ms("vallex", elapsed_ms)
-                self._notify("vallex", handle.job.job_id, k, len(texts))
-                self._lipsync_in.put(_SpeechChunk(handle, k, len(texts), texts[k], samples, total, written))
+                self._notify("vallex", handle.job.job_id, k, handle.plan.chunks)
+                self._lipsync_in.put(_SpeechWork(handle, k, samples, written))
 
-    # --- the lipsync worker: stitching + lip-sync mel --------------------------------------------
+    # --- the lipsync worker: stitching, alignment, lip-sync mel, frames ready ----------------------
 
     def _lipsync_worker(self) -> None:
         while True:
@@ -562,100 +582,60 @@ class Pipeline:
             if item is _STOP:
                 self._render_in.put(_STOP)
                 return
+            job_id = item.handle.job.job_id
             if self._closed:
-                self._lipsync_state.pop(item.handle.job.job_id, None)
+                self._lipsync_streams.pop(job_id, None)
                 self._abandon(item.handle)
                 continue
             try:
                 with self.placement.on(self._lipsync_stage):
-                    request = self._lipsync(item)
+                    work = self._lipsync(item, self._lipsync_stream(item.handle))
             except BaseException as exc:  # noqa: BLE001
-                self._lipsync_state.pop(item.handle.job.job_id, None)
-                self._render_in.put((item.handle, _Failure(exc)))
+                self._lipsync_streams.pop(job_id, None)
+                self._render_in.put(_FramesWork(item.handle, item.index, failure=exc))
                 continue
-            if request is not None:
-                self._render_in.put(request)
+            if item.last:
+                self._lipsync_streams.pop(job_id, None)
+            self._render_in.put(work)
 
     @property
     def _lipsync_stage(self) -> str:
         """The stage whose device and stream the lipsync worker uses: FastPitch's, else Wav2Lip's."""
         return "fastpitch" if "fastpitch" in self.placement.devices else "wav2lip"
 
-    def _lipsync(self, item: _SpeechChunk) -> _FramesRequest | None:
-        """One chunk's stitching and lip-sync mel, on the lipsync stream (entered by the caller)."""
-        handle, job_id = item.handle, item.handle.job.job_id
+    @property
+    def _lipsync_features(self) -> LipsyncFeatures:
+        """What drives the lips: FastPitch's mel where configured and FastPitch is in the chain."""
+        return "fastpitch" if self.config.lipsync_features == "fastpitch" and self.fastpitch is not None \
+            else "speech"
+
+    def _lipsync_stream(self, handle: JobHandle) -> LipsyncStream:
+        stream = self._lipsync_streams.get(handle.job.job_id)
+        if stream is None:
+            stream = self._lipsync_streams[handle.job.job_id] = LipsyncStream(
+                avatar=handle.job.avatar, fps=self.config.video.fps, features=self._lipsync_features,
+                overlap_samples=self._overlap_samples(), sample_rate=CODEC_RATE,
+                total_samples=handle.plan.total_samples)
+        return stream
+
+    def _lipsync(self, item: _SpeechWork, stream: LipsyncStream) -> _FramesWork:
+        """One chunk through the job's lip-sync stream, on the lipsync stream (entered by the caller)."""
+        handle = item.handle
         self.placement.accept(self._lipsync_stage, item.ready, [item.speech])
-        last = item.index == item.count - 1
-        state = self._lipsync_state.get(job_id)
-        if state is None:
-            state = self._lipsync_state[job_id] = _LipsyncState(chunking.AudioStitcher(self._overlap_samples()))
-        fp_device = self.placement.devices.get("fastpitch", self.placement.devices["wav2lip"])
-        body = state.stitcher.push(item.speech.float().to(fp_device), last=last)
-        speech_start = state.samples
-        state.samples += body.shape[0]
-        total = state.samples if last else item.total_samples
-
-        timings, words = [], []
-        if "fastpitch" in self.stages:  # alignment (subtitles) always; its mel drives the lips in fastpitch mode
-            with self.placement.on("fastpitch"), handle.timer.region("fastpitch", fp_device):
-                out = self.stages["fastpitch"].run(text=item.text, speech=Waveform(body, CODEC_RATE))
-            timings, words = out["timings"], out["words"]
-            self._notify("fastpitch", job_id, item.index, item.count)
-        if self.config.lipsync_features == "fastpitch" and "fastpitch" in self.stages:
-            state.append_mel(self._place_chunk_mel(out["lipsync_mel"], speech_start, body.shape[0]))
-            ready = state.mel_columns if not last else chunking.wav2lip_mel_frames(state.samples, CODEC_RATE)
-            state.mel = _pad_columns(state.mel, ready - state.mel_start)
-        else:
-            with handle.timer.region("speech_mel", fp_device):
-                # only the columns that became final: each column is computed once per clip
-                have = state.mel_columns
-                audio = state.append_audio(body)
-                state.append_mel(chunking.wav2lip_mel_columns(audio, CODEC_RATE, have, total_samples=total,
-                                                              prefix_start=state.audio_start))
-                state.drop_audio_before(chunking.mel_audio_start(state.mel_columns, CODEC_RATE))
-            ready = state.mel_columns
-
-        # before the last chunk the clip's end is not needed: frames_ready() never reaches the clamp
-        final_samples = state.samples if last else (total or state.samples + CODEC_RATE * 3600)
-        timeline = chunking.Timeline(final_samples, CODEC_RATE, self.config.video.fps)
-        frames_end = timeline.num_frames if last else timeline.frames_ready(ready)
-        frame_start = state.frames_done
-        frame_count = max(0, frames_end - frame_start)
-        if last and timeline.mel_frames < chunking.MEL_WINDOW:
-            raise InputError(f"speech: {state.samples / CODEC_RATE:.3f} s is shorter than one Wav2Lip "
-                             f"window (0.2 s); no frame can be rendered")
-        total_mel = timeline.mel_frames if last else ready
-        fps = self.config.video.fps
-        if frame_count:
-            mel_start = chunking.mel_window_start(frame_start, fps, total_mel)
-            mel_end = chunking.mel_window_start(frames_end - 1, fps, total_mel) + chunking.MEL_WINDOW
-        else:
-            mel_start = mel_end = 0
-        mel = state.mel[:, mel_start - state.mel_start:mel_end - state.mel_start].clone() if frame_count \
-            else state.mel[:, :0].clone()
-        state.frames_done = frames_end
-        if last:
-            self._lipsync_state.pop(job_id, None)
-        else:  # later frames read from their own window start on, or from the clamped last window
-            state.drop_mel_before(min(chunking.unclamped_window_start(frames_end, fps), ready - chunking.MEL_WINDOW))
-        # body and mel are read on Wav2Lip's stream, by the render worker
-        return _FramesRequest(handle, item.index, last, body, speech_start, mel,
-                              mel_start, total_mel, frame_start, frame_count, timings, words,
-                              self.placement.ready(self._lipsync_stage))
-
-    @staticmethod
-    def _place_chunk_mel(chunk_mel: torch.Tensor, start_sample: int, num_samples: int) -> torch.Tensor:
-        """Columns of a chunk's lip-sync mel on the global 80-columns-per-second grid.
-
-        Global column c is time c / 80; the chunk covers [start, start + n) samples. Each global
-        column of the chunk's span takes the chunk column nearest in time (so chunk mels of any
-        length tile the clip without gaps or doubles).
-        """
-        first = -(-start_sample * 80 // CODEC_RATE)  # ceil: first global column inside the span
-        end = -(-(start_sample + num_samples) * 80 // CODEC_RATE)
-        cols = torch.arange(first, end, device=chunk_mel.device, dtype=torch.float64)
-        local = torch.round(cols - start_sample * 80 / CODEC_RATE).long().clamp(0, chunk_mel.shape[1] - 1)
-        return chunk_mel[:, local]
+        device = self.placement.devices.get("fastpitch", self.placement.devices["wav2lip"])
+        stitched = stream.stitch(item.speech.float().to(device), last=item.last)
+        alignment = None
+        if self.fastpitch is not None:  # alignment (subtitles) always; its mel drives the lips in fastpitch mode
+            request = AlignRequest(handle.plan.texts[item.index], Waveform(stitched.samples, CODEC_RATE))
+            with self.placement.on("fastpitch"), handle.timer.region("fastpitch", device):
+                alignment = self.fastpitch.align_chunk(request)
+            self._notify("fastpitch", handle.job.job_id, item.index, handle.plan.chunks)
+        chunk_mel = alignment.lipsync_mel if stream.features == "fastpitch" else None
+        timed = handle.timer.region("speech_mel", device) if stream.computes_speech_mel else contextlib.nullcontext()
+        with timed:
+            chunk = stream.push(stitched, chunk_mel)
+        # the speech and the mel are read on Wav2Lip's stream, by the render worker
+        return _FramesWork(handle, item.index, chunk, alignment, self.placement.ready(self._lipsync_stage))
 
     # --- the render worker: Wav2Lip --------------------------------------------------------------
 
@@ -665,10 +645,10 @@ class Pipeline:
             if item is _STOP:
                 return
             if self._closed:
-                self._abandon(item[0] if isinstance(item, tuple) else item.handle)
+                self._abandon(item.handle)
                 continue
-            if isinstance(item, tuple):  # (handle, failure) from the lipsync worker
-                item[0]._deliver(item[1])
+            if item.failure is not None:  # from the lipsync worker
+                item.handle._deliver(_Failure(item.failure))
                 continue
             try:
                 output = self._render(item)
@@ -677,31 +657,24 @@ class Pipeline:
                 continue
             item.handle._deliver(output)
 
-    def _render(self, req: _FramesRequest) -> ChunkOutput:
-        handle = req.handle
+    def _render(self, work: _FramesWork) -> ChunkOutput:
+        handle, speech, request = work.handle, work.chunk.speech, work.chunk.frames
         device = self.placement.devices["wav2lip"]
         with self.placement.on("wav2lip"):
-            self.placement.accept("wav2lip", req.ready, [req.speech, req.mel])
-            if req.frame_count:
+            self.placement.accept("wav2lip", work.ready, [speech.samples, request.mel])
+            if request.frame_count:
                 with handle.timer.region("wav2lip", device):
-                    frames = self.stages["wav2lip"].run(
-                        mel=req.mel.to(device), mel_offset=req.mel_offset, total_mel_frames=req.total_mel_frames,
-                        avatar=handle.job.avatar, frame_start=req.frame_start, frame_count=req.frame_count,
-                        fps=self.config.video.fps)["frames"]
+                    on_device = dataclasses.replace(request, mel=request.mel.to(device))
+                    frames = self.wav2lip.render_frames([on_device])[0].frames
             else:
                 frames = torch.empty((0, 0, 0, 3), dtype=torch.uint8)
-            speech = req.speech.detach().float().cpu()  # on this stream: after the accepted mark
-        self._notify("wav2lip", handle.job.job_id, req.index, -1, req.frame_count)
-        return ChunkOutput(job_id=handle.job.job_id, index=req.index, last=req.last, speech=speech,
-                           speech_start=req.speech_start, frames=frames, frame_start=req.frame_start,
-                           timings=req.timings, words=req.words, ready_at=time.perf_counter())
-
-
-def _pad_columns(mel: torch.Tensor, columns: int) -> torch.Tensor:
-    """Cut or extend (repeating the last column) a mel to exactly `columns` columns."""
-    if mel.shape[1] >= columns:
-        return mel[:, :columns]
-    return torch.cat([mel, mel[:, -1:].expand(-1, columns - mel.shape[1])], dim=1)
+            samples = speech.samples.detach().float().cpu()  # on this stream: after the accepted mark
+        self._notify("wav2lip", handle.job.job_id, work.index, -1, request.frame_count)
+        alignment = work.alignment
+        return ChunkOutput(job_id=handle.job.job_id, index=work.index, last=speech.last, speech=samples,
+                           speech_start=speech.start, frames=frames, frame_start=request.frame_start,
+                           timings=alignment.timings if alignment is not None else [],
+                           words=alignment.words if alignment is not None else [], ready_at=time.perf_counter())
 
 
 def _default_stage(name: str, config: PipelineConfig, device: torch.device) -> Any:

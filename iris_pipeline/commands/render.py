@@ -199,7 +199,7 @@ def _render(text: str, language: str, reference: Path, transcript: str, avatar: 
     job = Job(text=text, language=language, reference=ref, transcript=transcript, avatar=None,
               seconds=seconds, seed=cfg.seed)
     try:  # the pipeline's own limits (script length, --seconds), before any model is loaded
-        pipeline.check_job(job)
+        plan = pipeline.check_job(job)
     except InputError as exc:
         message = str(exc)
         raise InputError(f"--{message}" if message.startswith(("text:", "seconds:")) else message) from None
@@ -213,7 +213,7 @@ def _render(text: str, language: str, reference: Path, transcript: str, avatar: 
         with report:
             pipeline.prepare(progress=report.loading)
             report.models_loaded()
-            tally = _write_clip(pipeline, job, out, report)
+            tally = _write_clip(pipeline, job, out, report, plan)
     except CheckpointError as exc:  # a wrong file in --checkpoints / the config: say which
         raise naming_the_file(exc, cfg) from None
     finally:
@@ -288,7 +288,7 @@ class RenderProgress:
             self.progress.update(self.bars["wav2lip"], total=total)
 
 
-def _write_clip(pipeline, job, out: Path, report: RenderProgress | None = None):
+def _write_clip(pipeline, job, out: Path, report: RenderProgress | None = None, plan=None):
     """Stream the job's chunks into the mp4 as they come; the .vtt once all are in.
 
     A chunk is dropped as soon as it is written (only its words stay, for the subtitles), so the
@@ -298,7 +298,7 @@ def _write_clip(pipeline, job, out: Path, report: RenderProgress | None = None):
     from iris_pipeline.subtitles import write_webvtt
     from iris_pipeline.video import Mp4Writer
 
-    handle = pipeline.submit(job)
+    handle = pipeline.submit(job, plan)  # the plan check_job made, if the caller checked the job
     tally = ClipTally(handle)
     writer = None
     try:

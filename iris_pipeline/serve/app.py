@@ -439,7 +439,8 @@ class Ingress:
         except ValidationError as exc:
             raise ApiError(422, describe_validation_error(exc, allowed_keys=RenderRequest.model_fields)) from None
 
-    async def _job(self, body: RenderRequest) -> Any:
+    async def _job(self, body: RenderRequest) -> tuple[Any, Any]:
+        """The pipeline's job for the request and its plan (checked once, here)."""
         from iris_pipeline.pipeline import Job
 
         try:
@@ -452,20 +453,20 @@ class Ingress:
                   avatar=AvatarRef(body.avatar_id, height, width), seconds=body.seconds,
                   seed=self.config.seed if body.seed is None else body.seed)
         try:
-            self.pipeline.check_job(job)
+            plan = self.pipeline.check_job(job)
         except IrisError as exc:
             raise ApiError(400, _one_line(exc)) from None
-        return job
+        return job, plan
 
     @api.post("/v1/renders", status_code=201, summary="Render a clip; answers when the mp4 and vtt are written",
               openapi_extra=_RENDER_BODY)
     async def render(self, request: Request) -> dict[str, Any]:
         self._authorize(request)
-        job = await self._job(await self._render_request(request))
+        job, plan = await self._job(await self._render_request(request))
         self._admit()
         outcome = "error"
         try:
-            answer = await asyncio.to_thread(self._write_clip, job)
+            answer = await asyncio.to_thread(self._write_clip, job, plan)
             outcome = "ok"
             return answer
         except ApiError:
@@ -478,7 +479,7 @@ class Ingress:
         finally:
             self._release(outcome)
 
-    def _write_clip(self, job: Any) -> dict[str, Any]:
+    def _write_clip(self, job: Any, plan: Any) -> dict[str, Any]:
         """Chunks into the mp4 as they come (frames dropped once written), the vtt at the end; both
         appear only when complete."""
         from iris_pipeline.pipeline import CODEC_RATE
@@ -487,7 +488,7 @@ class Ingress:
 
         render_id = uuid.uuid4().hex
         mp4, vtt = self.results.paths(render_id)
-        handle = self.pipeline.submit(job)
+        handle = self.pipeline.submit(job, plan)
         writer = Mp4Writer(mp4, self.config.video.fps, job.avatar.width, job.avatar.height, sample_rate=CODEC_RATE)
         written, frames = [], 0
         try:
@@ -532,10 +533,10 @@ class Ingress:
               openapi_extra=_RENDER_BODY)
     async def render_stream(self, request: Request) -> StreamingResponse:
         self._authorize(request)
-        job = await self._job(await self._render_request(request))
+        job, plan = await self._job(await self._render_request(request))
         self._admit()
         try:
-            handle = self.pipeline.submit(job)
+            handle = self.pipeline.submit(job, plan)
         except BaseException:
             self._release("error")
             raise

@@ -30,6 +30,16 @@ from iris_pipeline.cache import content_hash, tensor_hash
 from iris_pipeline.config import PipelineConfig, parse_pipeline_config
 from iris_pipeline.errors import InputError
 from iris_pipeline.placement import Placement
+from iris_pipeline.stages.contracts import (
+    AlignRequest,
+    AlignResult,
+    FramesRequest,
+    FramesResult,
+    SpeechRequest,
+    SpeechResult,
+    VoiceRequest,
+    VoiceResult,
+)
 
 
 def move_tensors(value: Any, device: torch.device | str) -> Any:
@@ -103,10 +113,10 @@ class VoicePrompt(StageReplica):
         super().__init__(pipeline_config, stages)
         self._prompts = _Lru(self.config.serving.registry_entries)
 
-    async def convert(self, reference: Waveform) -> Waveform:
+    async def convert(self, request: VoiceRequest) -> VoiceResult:
         """RVC: the reference in the avatar's voice (RVC's own disk cache applies)."""
-        out = await self.compute(self.stages["rvc"].run, reference=reference.to(self.device("rvc")))
-        return out["prompt"]
+        on_device = VoiceRequest(request.reference.to(self.device("rvc")))
+        return await self.compute(self.stages["rvc"].convert, on_device)
 
     async def encode_prompt(self, reference: Waveform, transcript: str, language: str) -> Any:
         key = (tensor_hash(reference.samples), reference.sample_rate, transcript, language)
@@ -127,12 +137,11 @@ class Speech(StageReplica):
         self.speak.set_batch_wait_timeout_s(settings.batch_wait_timeout_s)
 
     @serve.batch
-    async def speak(self, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    async def speak(self, requests: list[SpeechRequest]) -> list[SpeechResult]:
         """Chunks of any jobs decoded together, as the in-process tts worker batches them."""
         device = self.device("vallex")
-        requests = [{**r, "prompt": move_tensors(r["prompt"], device)} for r in requests]
-        outputs = await self.compute(self.stages["vallex"].run_batch, requests)
-        return [{"speech": out["speech"]} for out in outputs]
+        requests = [dataclasses.replace(r, prompt=move_tensors(r.prompt, device)) for r in requests]
+        return await self.compute(self.stages["vallex"].synthesize, requests)
 
 
 @serve.deployment(name="LipsyncMel")
@@ -140,8 +149,9 @@ class LipsyncMel(StageReplica):
     def __init__(self, pipeline_config: dict[str, Any]):
         super().__init__(pipeline_config, ("fastpitch",))
 
-    async def run(self, text: str, speech: Waveform) -> dict[str, Any]:
-        return await self.compute(self.stages["fastpitch"].run, text=text, speech=speech.to(self.device("fastpitch")))
+    async def align_chunk(self, request: AlignRequest) -> AlignResult:
+        on_device = dataclasses.replace(request, speech=request.speech.to(self.device("fastpitch")))
+        return await self.compute(self.stages["fastpitch"].align_chunk, on_device)
 
 
 @serve.deployment(name="Frames")
@@ -171,12 +181,12 @@ class Frames(StageReplica):
         prepared = await self.avatar(avatar_id)
         return prepared.num_frames, prepared.height, prepared.width
 
-    async def run(self, **inputs: Any) -> torch.Tensor:
-        avatar = await self.avatar(inputs["avatar"].avatar_id)
+    async def render_frames(self, requests: list[FramesRequest]) -> list[FramesResult]:
+        """Frames of the requests, whose avatars are `AvatarRef`s resolved here to prepared avatars."""
         device = self.device("wav2lip")
-        out = await self.compute(self.stages["wav2lip"].run, **{**inputs, "avatar": avatar,
-                                                                 "mel": inputs["mel"].to(device)})
-        return out["frames"]
+        resolved = [dataclasses.replace(r, avatar=await self.avatar(r.avatar.avatar_id), mel=r.mel.to(device))
+                    for r in requests]
+        return await self.compute(self.stages["wav2lip"].render_frames, resolved)
 
 
 @serve.deployment(name="Registry")

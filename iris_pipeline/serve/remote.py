@@ -2,9 +2,9 @@
 
 The ingress runs an ordinary `Pipeline` (its chunk planning, batching, stitching, lip-sync mel
 placement and frame windows, i.e. the single-machine engine's own code) built with a stage factory
-that returns these stand-ins. Each forwards the stage method the pipeline calls (`run`,
-`run_batch`, `encode_prompt`) to its deployment through a Serve handle; arguments and results
-travel through Ray's object store. So a render over HTTP and an in-process render run the same code
+that returns these stand-ins. Each forwards the typed stage method the pipeline calls (`convert`,
+`encode_prompt`, `synthesize`, `align_chunk`, `render_frames`) to its deployment through a Serve
+handle; the requests and results of `stages.contracts` travel through Ray's object store. So a render over HTTP and an in-process render run the same code
 on the same inputs.
 
 A call lost with its replica (killed, node gone) is retried on another replica: stage calls are
@@ -22,6 +22,17 @@ from typing import Any
 from ray import exceptions as ray_errors
 
 from iris_pipeline.errors import IrisError
+from iris_pipeline.stages.contracts import (
+    AlignRequest,
+    AlignResult,
+    FramesRequest,
+    FramesResult,
+    SpeechRequest,
+    SpeechResult,
+    VallexPrompt,
+    VoiceRequest,
+    VoiceResult,
+)
 
 # what a lost replica looks like to a caller; anything else (a stage's own error) is not retried
 _REPLICA_LOST = (ray_errors.RayActorError, ray_errors.ActorUnavailableError, ray_errors.ActorDiedError)
@@ -107,8 +118,8 @@ class RemoteStage:
 
 
 class RemoteRVC(RemoteStage):
-    def run(self, **inputs: Any) -> dict[str, Any]:
-        return {"prompt": self.calls.call("convert", inputs["reference"])}
+    def convert(self, request: VoiceRequest) -> VoiceResult:
+        return self.calls.call("convert", request)
 
 
 class RemoteVallex(RemoteStage):
@@ -119,23 +130,23 @@ class RemoteVallex(RemoteStage):
         super().__init__(calls, options)
         self.prompt_calls = prompt_calls
 
-    def encode_prompt(self, prompt: Any, transcript: str, language: str) -> Any:
+    def encode_prompt(self, prompt: Any, transcript: str, language: str) -> VallexPrompt:
         return self.prompt_calls.call("encode_prompt", prompt, transcript, language)
 
-    def run_batch(self, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def synthesize(self, requests: list[SpeechRequest]) -> list[SpeechResult]:
         # one Serve request per chunk, all in flight at once: @serve.batch regroups them
         pending = [self.calls.send("speak", request) for request in requests]
         return [self.calls.result("speak", response, (request,)) for request, response in zip(requests, pending, strict=True)]
 
 
 class RemoteFastPitch(RemoteStage):
-    def run(self, **inputs: Any) -> dict[str, Any]:
-        return self.calls.call("run", text=inputs["text"], speech=inputs["speech"])
+    def align_chunk(self, request: AlignRequest) -> AlignResult:
+        return self.calls.call("align_chunk", request)
 
 
 class RemoteWav2Lip(RemoteStage):
-    def run(self, **inputs: Any) -> dict[str, Any]:
-        return {"frames": self.calls.call("run", **inputs)}
+    def render_frames(self, requests: list[FramesRequest]) -> list[FramesResult]:
+        return self.calls.call("render_frames", requests)
 
 
 def remote_stage_factory(handles: dict[str, Any], retries: int,

@@ -1,4 +1,5 @@
-"""Stages: one per model of the chain, each with `prepare()` once and `run(...)` per chunk."""
+"""Stages: one per model of the chain, each with `prepare()` once and typed methods per chunk
+(their requests and results are in `stages.contracts`)."""
 
 from __future__ import annotations
 

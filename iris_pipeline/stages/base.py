@@ -1,14 +1,15 @@
 """The Stage interface: one model-backed step of the chain.
 
 A stage is built from its `StageConfig`, loads or builds its models once in `prepare()`, and then
-turns named inputs into named outputs in `run()`, once per chunk. It knows nothing of the pipeline
-that wires stages together, nor of queues, threads or tests.
+serves its typed methods (the requests and results of `stages.contracts`), once per chunk or per
+batch of chunks. It knows nothing of the pipeline that wires stages together, nor of queues,
+threads or tests.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import torch
 
@@ -17,15 +18,10 @@ from iris_pipeline.config import StageConfig
 
 
 class Stage(ABC):
-    """Base class of every stage.
-
-    Subclasses declare `name`, `inputs` and `outputs` (the keys `run` reads and returns) and
-    implement `_prepare` and `run`.
-    """
+    """Base class of every stage: subclasses declare `name` and implement `_prepare` and their
+    typed methods, which call `require_prepared` first."""
 
     name: ClassVar[str]
-    inputs: ClassVar[tuple[str, ...]]
-    outputs: ClassVar[tuple[str, ...]]
 
     def __init__(self, config: StageConfig, size: str = "full", device: str | torch.device = "cpu"):
         self.config = config
@@ -51,18 +47,12 @@ class Stage(ABC):
     @abstractmethod
     def _prepare(self) -> None: ...
 
+    def require_prepared(self, method: str) -> None:
+        """A typed method's first line: the models it needs exist only after `prepare()`."""
+        if not self._prepared:
+            raise RuntimeError(f"{self.name}.{method}() called before prepare()")
+
     def release_caches(self) -> int:
         """Free what the stage keeps between calls beyond what `prepare()` set up; the bytes freed.
         Stages without such caches free nothing."""
         return 0
-
-    @abstractmethod
-    def run(self, **inputs: Any) -> dict[str, Any]:
-        """Process one chunk: keys of `inputs` are `self.inputs`, keys of the result `self.outputs`."""
-
-    def check_inputs(self, inputs: dict[str, Any]) -> None:
-        missing = [k for k in self.inputs if k not in inputs]
-        if missing:
-            raise TypeError(f"{self.name}.run() is missing inputs: {', '.join(missing)}")
-        if not self._prepared:
-            raise RuntimeError(f"{self.name}.run() called before prepare()")

@@ -7,10 +7,12 @@ log turns it into per-symbol durations summing to the mel's frame count, as trai
 those durations forced (pitch and energy predicted, pace 1.0); the MelBridge maps it to Wav2Lip's
 mel format with exactly the frame count `audio.wav2lip_mel` gives for the same speech.
 
-`lipsync_features` is a pipeline setting (`PipelineConfig.lipsync_features`), so it is a
-constructor argument, not a stage option: with "speech" the decoder is skipped and the lip-sync
-mel is `audio.wav2lip_mel(speech)` (classic Wav2Lip); alignment still runs for durations and
-subtitles. Stage options (`config.options`): `use_prior` (bool, default true) and `backend`.
+`align_chunk(AlignRequest) -> AlignResult`: durations, symbol and word timings, and in the
+fastpitch lip-sync mode the chunk's lip-sync mel. `lipsync_features` is a pipeline setting
+(`PipelineConfig.lipsync_features`), so it is a constructor argument, not a stage option: with
+"speech" the decoder is skipped and the result carries no mel (`lipsync_mel=None`: the lips follow
+the speech's own Wav2Lip mel, which its caller computes over the whole stitched clip); alignment
+still runs for durations and subtitles. Stage options (`config.options`): `use_prior` (bool, default true) and `backend`.
 
 The render runs as two backend graphs (`backends.prepare_graph`: eager, compile or tensorrt at the
 stage's precision; settings under `options.backend`): the encoder (symbols -> encodings with pitch
@@ -31,7 +33,7 @@ from pydantic import BaseModel, ConfigDict
 from iris_pipeline import models
 from iris_pipeline.alignment import beta_binomial_prior, monotonic_alignment_search
 from iris_pipeline.alignment import warm_up as warm_up_alignment
-from iris_pipeline.audio import Waveform, check_waveform, wav2lip_mel
+from iris_pipeline.audio import Waveform, check_waveform
 from iris_pipeline.backends import GraphSpec, PreparedGraph, backend_options, prepare_graph
 from iris_pipeline.backends.stage_graphs import fastpitch_graphs
 from iris_pipeline.config import StageConfig
@@ -41,6 +43,7 @@ from iris_pipeline.models.fastpitch import regulate_length
 from iris_pipeline.models.fastpitch.mel import FASTPITCH_MEL, fastpitch_mel
 from iris_pipeline.stages.backend_support import check_profile, parse_own_options
 from iris_pipeline.stages.base import Stage
+from iris_pipeline.stages.contracts import AlignRequest, AlignResult
 from iris_pipeline.subtitles import spans_to_word_timings, symbol_timings
 from iris_pipeline.text.fastpitch_en import EncodedText, encode, warm_up
 
@@ -69,8 +72,6 @@ class Alignment:
 
 class FastPitchStage(Stage):
     name: ClassVar[str] = "fastpitch"
-    inputs: ClassVar[tuple[str, ...]] = ("text", "speech")
-    outputs: ClassVar[tuple[str, ...]] = ("lipsync_mel", "durations", "timings", "words")
 
     def __init__(self, config: StageConfig, size: str = "full", device: str | torch.device = "cpu",
                  lipsync_features: LipsyncFeatures = "fastpitch", seed: int = 0):
@@ -143,20 +144,15 @@ class FastPitchStage(Stage):
         mel = self.decoder(regulated, lengths)
         return mel[0, :, : int(lengths[0])].float()
 
-    def run(self, **inputs: Any) -> dict[str, Any]:
-        self.check_inputs(inputs)
-        text, speech = inputs["text"], inputs["speech"]
-        alignment = self.align(text, speech)
+    def align_chunk(self, request: AlignRequest) -> AlignResult:
+        """One chunk's alignment (chunk-local times) and, in the fastpitch mode, its lip-sync mel."""
+        self.require_prepared("align_chunk")
+        speech = request.speech
+        alignment = self.align(request.text, speech)
+        lipsync = None
         if self.lipsync_features == "fastpitch":
             ids = torch.tensor(alignment.text.ids, dtype=torch.long, device=self.device)
-            mel = self.render(ids, alignment.durations)
-            lipsync = self.bridge(mel, speech.seconds)
-        else:
-            lipsync = wav2lip_mel(speech.samples.float(), speech.sample_rate).to(self.device)
+            lipsync = self.bridge(self.render(ids, alignment.durations), speech.seconds)
         timings = symbol_timings(alignment.text.symbols, alignment.durations.cpu().numpy(), end_s=speech.seconds)
-        return {
-            "lipsync_mel": lipsync,
-            "durations": alignment.durations,
-            "timings": timings,
-            "words": spans_to_word_timings(timings, [(w.text, w.start, w.end) for w in alignment.text.words]),
-        }
+        words = spans_to_word_timings(timings, [(w.text, w.start, w.end) for w in alignment.text.words])
+        return AlignResult(durations=alignment.durations, timings=timings, words=words, lipsync_mel=lipsync)

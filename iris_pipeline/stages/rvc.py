@@ -1,8 +1,9 @@
 """The RVC stage: converts the reference recording into the avatar's voice (VALL-E X's acoustic prompt).
 
-`run(reference)` -> {"prompt": Waveform at 24 kHz}. The result depends only on the reference and
-the voice, so it is cached on disk by (reference hash, voice hash, pitch shift); the voice hash
-covers every file and setting that changes the output (RVC model, HuBERT, RMVPE, index, options).
+`convert(VoiceRequest) -> VoiceResult` (the prompt at 24 kHz). The result depends only on the
+reference and the voice, so it is cached on disk by (reference hash, voice hash, pitch shift); the
+voice hash covers every file and setting that changes the output (RVC model, HuBERT, RMVPE, index,
+options). `convert_uncached` is the conversion itself.
 
 Backends: `eager`, or `compile`: torch.compile (dynamic shapes: segment lengths vary) of the HuBERT
 transformer and of the synthesizer's text encoder, flow and NSF decoder, with `options.backend`'s
@@ -41,6 +42,7 @@ from iris_pipeline.models.rvc.inference import (
 from iris_pipeline.models.rvc.retrieval import FeatureIndex
 from iris_pipeline.stages.backend_support import parse_own_options, require_backend
 from iris_pipeline.stages.base import Stage
+from iris_pipeline.stages.contracts import VoiceRequest, VoiceResult
 
 PROMPT_SAMPLE_RATE = 24000  # VALL-E X / EnCodec rate
 MIN_REFERENCE_SECONDS = 1.0
@@ -110,8 +112,6 @@ def check_reference(reference: Waveform) -> None:
 
 class RVCStage(Stage):
     name: ClassVar[str] = "rvc"
-    inputs: ClassVar[tuple[str, ...]] = ("reference",)
-    outputs: ClassVar[tuple[str, ...]] = ("prompt",)
 
     def __init__(self, config: StageConfig, size: str = "full", device: str | torch.device = "cpu",
                  seed: int = 0):
@@ -204,25 +204,27 @@ class RVCStage(Stage):
         return content_hash(tensor_hash(reference.samples), int(reference.sample_rate), self.voice_hash,
                             float(self.options.pitch_shift))
 
-    # --- run ------------------------------------------------------------------------------------
+    # --- conversion ---------------------------------------------------------------------------
 
-    def run(self, **inputs: Any) -> dict[str, Any]:
-        self.check_inputs(inputs)
-        reference: Waveform = inputs["reference"]
+    def convert(self, request: VoiceRequest) -> VoiceResult:
+        """The reference in the avatar's voice, from the disk cache when this voice converted it before."""
+        self.require_prepared("convert")
+        reference = request.reference
         check_reference(reference)
         key = self.cache_key(reference) if self.cache is not None else None
         if key is not None:
             hit = self.cache.get(key, PROMPT_CACHE_SCHEMA)
             if hit is not None:
-                return {"prompt": Waveform(hit["samples"].to(self.device), PROMPT_SAMPLE_RATE)}
-        prompt = self.convert(reference)
+                return VoiceResult(Waveform(hit["samples"].to(self.device), PROMPT_SAMPLE_RATE))
+        prompt = self.convert_uncached(reference)
         if key is not None:
             self.cache.put(key, {"samples": prompt.samples.detach().float().cpu(),
                                 "sample_rate": PROMPT_SAMPLE_RATE})
-        return {"prompt": prompt}
+        return VoiceResult(prompt)
 
-    def convert(self, reference: Waveform) -> Waveform:
+    def convert_uncached(self, reference: Waveform) -> Waveform:
         """The conversion itself (no cache): reference at any rate -> prompt at 24 kHz on the device."""
+        self.require_prepared("convert_uncached")
         assert self.converter is not None
         audio16k = resample(reference.samples.detach().cpu().double(), int(reference.sample_rate), 16000)
         generator = torch.Generator(device=self.device).manual_seed(self.seed)

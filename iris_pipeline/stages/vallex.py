@@ -1,7 +1,7 @@
 """VALL-E X stage: (prompt codes + prompt phonemes, script) -> codes -> 24 kHz speech.
 
 `encode_prompt` runs once per job (EnCodec on the prompt waveform, the transcript's phonemes);
-`run` / `run_batch` assemble the official inference input (prompt phonemes ++ script phonemes,
+`synthesize([SpeechRequest, ...])` assembles the official inference input (prompt phonemes ++ script phonemes,
 prompt language for the prompt part, per-character language for the script part), decode AR + NAR
 with the batched fast decoder, and turn the codes into audio with Vocos (EnCodec's decoder as option).
 
@@ -40,7 +40,7 @@ from iris_pipeline.models.vallex.decode import (
 )
 from iris_pipeline.stages.backend_support import parse_own_options, require_backend
 from iris_pipeline.stages.base import Stage
-from iris_pipeline.stages.contracts import VallexPrompt
+from iris_pipeline.stages.contracts import SpeechRequest, SpeechResult, VallexPrompt
 from iris_pipeline.text.vallex_g2p import LANGUAGES, phonemize
 from iris_pipeline.text.vallex_sentences import split_sentences
 
@@ -101,8 +101,6 @@ def _split_frames(total: int, weights: list[int]) -> list[int]:
 
 class VallexStage(Stage):
     name: ClassVar[str] = "vallex"
-    inputs: ClassVar[tuple[str, ...]] = ("text", "language", "prompt")
-    outputs: ClassVar[tuple[str, ...]] = ("speech", "codes")
 
     def __init__(self, config: StageConfig, size: str = "full", device: str | torch.device = "cpu",
                  seed: int = 0):
@@ -149,16 +147,12 @@ class VallexStage(Stage):
         """Free the decode caches that no graph captured in `prepare()` uses; the bytes freed."""
         return self.decoder.release_caches() if self.decoder is not None else 0
 
-    def _require_prepared(self, what: str) -> None:
-        if not self._prepared:
-            raise RuntimeError(f"vallex.{what}() called before prepare()")
-
     # --- prompt ---------------------------------------------------------------------------------
 
     @torch.no_grad()
     def encode_prompt(self, prompt: Waveform, transcript: str, language: str) -> VallexPrompt:
         """EnCodec codes of the prompt audio (resampled to 24 kHz) and its transcript's phoneme ids."""
-        self._require_prepared("encode_prompt")
+        self.require_prepared("encode_prompt")
         if language not in LANGUAGES:
             raise InputError(f"vallex prompt: language {language!r} is not supported; use one of "
                              f"{', '.join(LANGUAGES)}")
@@ -226,31 +220,20 @@ class VallexStage(Stage):
         seed = seeds[0] if len(seeds) == 1 else zlib.crc32(repr(seeds).encode())
         return torch.Generator(device=self.device).manual_seed(int(seed))
 
-    def run(self, **inputs: Any) -> dict[str, Any]:
-        """run(text, language, prompt, num_frames=None, seed=0) -> {"speech": Waveform, "codes": [F, 8]}."""
-        self.check_inputs(inputs)
-        return self.run_batch([inputs])[0]
-
     @torch.no_grad()
-    def run_batch(self, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Several jobs (dicts with run()'s arguments; also min_frames / max_frames), decoded in batches."""
-        self._require_prepared("run_batch")
-        allowed = {"text", "language", "prompt", "num_frames", "seed", "min_frames", "max_frames"}
+    def synthesize(self, requests: list[SpeechRequest]) -> list[SpeechResult]:
+        """Speech for each request (one result per request, in order), decoded in batches of `max_batch`."""
+        self.require_prepared("synthesize")
         jobs = []
         for i, request in enumerate(requests):
-            unknown = sorted(set(request) - allowed)
-            if unknown:
-                raise InputError(f"vallex request {i}: unknown key {unknown[0]!r}; allowed: {', '.join(sorted(allowed))}")
-            missing = [k for k in self.inputs if k not in request]
-            if missing:
-                raise InputError(f"vallex request {i}: missing {', '.join(missing)}")
-            lo, hi = request.get("min_frames"), request.get("max_frames")
-            if request.get("num_frames") is not None:
-                if int(request["num_frames"]) < 1:
-                    raise InputError(f"vallex request {i}: num_frames must be >= 1, got {request['num_frames']}")
-                lo = hi = int(request["num_frames"])
-            pieces = self._requests_for(request["text"], request["language"], request["prompt"], lo, hi)
-            jobs.append((pieces, int(request.get("seed", 0))))
+            lo, hi = request.min_frames, request.max_frames
+            if request.num_frames is not None:
+                if int(request.num_frames) < 1:
+                    raise InputError(f"vallex request {i}: num_frames must be >= 1, got {request.num_frames}")
+                lo = hi = int(request.num_frames)
+            pieces = self._requests_for(request.text, request.language, request.prompt, lo, hi)
+            # today's generator stream per batch, seeded by the requests' seed + chunk
+            jobs.append((pieces, int(request.seed) + int(request.chunk)))
 
         flat = [(j, piece) for j, (pieces, _) in enumerate(jobs) for piece in pieces]
         pieces_codes: list[torch.Tensor] = [None] * len(flat)  # type: ignore[list-item]
@@ -268,5 +251,5 @@ class VallexStage(Stage):
         outputs = []
         for j in range(len(jobs)):
             codes = torch.cat([c for (owner, _), c in zip(flat, pieces_codes, strict=True) if owner == j], dim=0)
-            outputs.append({"speech": self.codes_to_speech(codes), "codes": codes})
+            outputs.append(SpeechResult(speech=self.codes_to_speech(codes), codes=codes))
         return outputs

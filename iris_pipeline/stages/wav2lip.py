@@ -10,7 +10,7 @@ avatar frame, in that order, as the official loop does.
 The generator runs through `backends.prepare_graph` (`backend`: eager, compile or tensorrt at the
 stage's precision; settings under `options.backend`). A TensorRT INT8 engine is calibrated on the
 stage's own inputs when `calibration_avatar` and `calibration_speech` are set: seeded batches of
-frames built exactly as `run` builds them (masked crops of that avatar, mel windows of that speech);
+frames built exactly as `render_frames` builds them (masked crops of that avatar, mel windows of that speech);
 without them on the backend's seeded synthetic set (speech-like mel, smooth face-like crops).
 """
 
@@ -41,6 +41,7 @@ from iris_pipeline.errors import ConfigError, InputError
 from iris_pipeline.face_detectors import FaceDetector, make_face_detector
 from iris_pipeline.stages.backend_support import check_profile, parse_own_options
 from iris_pipeline.stages.base import Stage
+from iris_pipeline.stages.contracts import FramesRequest, FramesResult
 
 MEL_STEP = 16  # mel frames per window
 MEL_FRAMES_PER_SECOND = 80.0
@@ -98,9 +99,6 @@ def check_speech_length(total_mel_frames: int, fps: float) -> None:
 
 class Wav2LipStage(Stage):
     name: ClassVar[str] = "wav2lip"
-    inputs: ClassVar[tuple[str, ...]] = (
-        "mel", "mel_offset", "total_mel_frames", "avatar", "frame_start", "frame_count", "fps")
-    outputs: ClassVar[tuple[str, ...]] = ("frames",)
 
     def __init__(self, config: StageConfig, size: str = "full", device: str | torch.device = "cpu",
                  seed: int = 0):
@@ -178,7 +176,7 @@ class Wav2LipStage(Stage):
 
     def record_inputs(self, mel: torch.Tensor, avatar: Avatar, fps: float, samples: int, batch: int,
                       seed: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """`samples` batches of `batch` generator inputs (fp32, CPU), built exactly as `run` builds them
+        """`samples` batches of `batch` generator inputs (fp32, CPU), built exactly as `render_frames` builds them
         for frames of the speech whose whole mel [80, M] is `mel`, the frames drawn with `seed`."""
         total = int(mel.shape[1])
         check_speech_length(total, fps)
@@ -212,13 +210,16 @@ class Wav2LipStage(Stage):
 
     # --- inference ------------------------------------------------------------------------------
 
+    def render_frames(self, requests: list[FramesRequest]) -> list[FramesResult]:
+        """The frames of each request (one result per request, in order)."""
+        self.require_prepared("render_frames")
+        return [FramesResult(self._render_request(request)) for request in requests]
+
     @torch.no_grad()  # not inference_mode: callers may edit the returned frames in place
-    def run(self, **inputs: Any) -> dict[str, Any]:
-        self.check_inputs(inputs)
-        mel: torch.Tensor = inputs["mel"]
-        mel_offset, total = int(inputs["mel_offset"]), int(inputs["total_mel_frames"])
-        avatar: Avatar = inputs["avatar"]
-        frame_start, frame_count, fps = int(inputs["frame_start"]), int(inputs["frame_count"]), float(inputs["fps"])
+    def _render_request(self, request: FramesRequest) -> torch.Tensor:
+        mel, mel_offset, total = request.mel, int(request.mel_offset), int(request.total_mel_frames)
+        avatar: Avatar = request.avatar
+        frame_start, frame_count, fps = int(request.frame_start), int(request.frame_count), float(request.fps)
         if mel.dim() != 2 or mel.shape[0] != MEL_BINS:
             raise ValueError(f"wav2lip: mel must be [80, M], got {tuple(mel.shape)}")
         if fps <= 0 or frame_count < 0 or frame_start < 0:
@@ -238,7 +239,7 @@ class Wav2LipStage(Stage):
             windows = self._windows(mel, local[begin:end])
             crops = self._generate(windows, avatar.crops[sources[begin:end]])
             self._paste(out[begin:end], crops, avatar.boxes[sources[begin:end]])
-        return {"frames": out}
+        return out
 
     def _windows(self, mel: torch.Tensor, starts: torch.Tensor) -> torch.Tensor:
         """[B, 1, 80, 16] mel windows of `mel` [80, M] starting at the (local) columns `starts` [B]."""

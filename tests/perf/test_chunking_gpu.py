@@ -27,6 +27,7 @@ from hypothesis import strategies as st
 from iris_pipeline.audio import wav2lip_mel
 from iris_pipeline.chunking import Timeline, expected_seconds
 from iris_pipeline.pipeline import CODEC_RATE, Job, Pipeline
+from iris_pipeline.stages.contracts import FramesRequest
 
 pytestmark = pytest.mark.gpu
 
@@ -104,12 +105,13 @@ def test_chunked_clip_equals_the_unchunked_clip_on_the_gpu(gpu_pipeline, chunk_s
         # speech mode: the streamed frames are one unchunked Wav2Lip pass over the clip's mel
         streamed = render(pipeline, job, chunked=True, lipsync="speech")
         assert streamed.speech.samples.shape == (samples,) and streamed.frames.shape[0] == frames
-        wav2lip = pipeline.stages["wav2lip"]
+        wav2lip = pipeline.wav2lip
         device = pipeline.placement.devices["wav2lip"]
         mel = wav2lip_mel(streamed.speech.samples, CODEC_RATE).to(device)  # as the stage's host-side mel
         with pipeline.placement.on("wav2lip"):
-            single = wav2lip.run(mel=mel, mel_offset=0, total_mel_frames=mel.shape[1], avatar=avatar,
-                                 frame_start=0, frame_count=frames, fps=pipeline.config.video.fps)["frames"]
+            request = FramesRequest(mel=mel, mel_offset=0, total_mel_frames=mel.shape[1], avatar=avatar,
+                                    frame_start=0, frame_count=frames, fps=pipeline.config.video.fps)
+            single = wav2lip.render_frames([request])[0].frames
         diff = (streamed.frames.int() - single.cpu().int()).abs()
         assert int(diff.max()) <= FP16_MAX_LEVELS, (int(diff.max()), streamed.chunks)
         assert float(diff.float().mean()) <= FP16_MEAN_LEVELS, (float(diff.float().mean()), streamed.chunks)

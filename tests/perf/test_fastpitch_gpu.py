@@ -16,6 +16,7 @@ import torch
 
 from iris_pipeline.audio import Waveform, read_audio, resample_waveform
 from iris_pipeline.config import StageConfig
+from iris_pipeline.stages.contracts import AlignRequest
 from iris_pipeline.stages.fastpitch import FastPitchStage
 from tests.support.gpu_timing import cuda_times_ms
 
@@ -42,11 +43,11 @@ def test_fastpitch_stage_10s_clip_fp16(record_property):
     text, speech = _ten_second_job()
     stage = FastPitchStage(StageConfig(precision="fp16", device="cuda"), size="full", device="cuda")
     stage.prepare()
-    out = stage.run(text=text, speech=speech)
-    assert out["lipsync_mel"].shape == (80, 1 + CLIP_SECONDS * 16000 // 200)
-    assert torch.isfinite(out["lipsync_mel"]).all()
+    out = stage.align_chunk(AlignRequest(text, speech))
+    assert out.lipsync_mel.shape == (80, 1 + CLIP_SECONDS * 16000 // 200)
+    assert torch.isfinite(out.lipsync_mel).all()
 
-    stage_ms = _median_ms(lambda: stage.run(text=text, speech=speech))
+    stage_ms = _median_ms(lambda: stage.align_chunk(AlignRequest(text, speech)))
     alignment = stage.align(text, speech)
     ids = torch.tensor(alignment.text.ids, device="cuda")
     decoder_ms = _median_ms(lambda: stage.render(ids, alignment.durations))

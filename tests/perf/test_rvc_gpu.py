@@ -16,6 +16,7 @@ import torch
 
 from iris_pipeline.audio import Waveform
 from iris_pipeline.config import StageConfig
+from iris_pipeline.stages.contracts import VoiceRequest
 from iris_pipeline.stages.rvc import PROMPT_SAMPLE_RATE, RVCStage
 from tests.support.gpu_timing import cuda_times_ms
 
@@ -37,8 +38,8 @@ def test_rvc_full_fp16_stage_time(model, record_property):
                      size="full", device="cuda")
     stage.prepare()
     reference = reference_voice(REFERENCE_SECONDS)
-    times = cuda_times_ms(lambda: stage.run(reference=reference), warmup=WARMUP, runs=RUNS)
-    prompt = stage.run(reference=reference)["prompt"]
+    times = cuda_times_ms(lambda: stage.convert(VoiceRequest(reference)), warmup=WARMUP, runs=RUNS)
+    prompt = stage.convert(VoiceRequest(reference)).prompt
     assert prompt.sample_rate == PROMPT_SAMPLE_RATE and prompt.samples.is_cuda
     assert abs(prompt.seconds - REFERENCE_SECONDS) <= 0.03
     assert torch.isfinite(prompt.samples).all()

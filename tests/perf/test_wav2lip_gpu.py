@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from iris_pipeline.config import StageConfig
+from iris_pipeline.stages.contracts import FramesRequest
 from iris_pipeline.stages.wav2lip import Wav2LipStage
 from tests.support.gpu_timing import cuda_times_ms
 
@@ -46,11 +47,11 @@ def test_wav2lip_full_fp16_stage_time(stage_and_avatar, clip_lengths, record_pro
         frames = int(round(seconds * FPS))
         total = 1 + int(seconds * 16000) // 200
         mel = (torch.rand(80, total, generator=gen) * 8 - 4).cuda()
-        inputs = dict(mel=mel, mel_offset=0, total_mel_frames=total, avatar=avatar, frame_start=0,
-                      frame_count=frames, fps=FPS)
-        times = cuda_times_ms(lambda inputs=inputs: stage.run(**inputs), warmup=WARMUP, runs=RUNS)
-        out = stage.run(**inputs)
-        assert out["frames"].shape == (frames, 720, 1280, 3)
+        request = FramesRequest(mel=mel, mel_offset=0, total_mel_frames=total, avatar=avatar, frame_start=0,
+                                frame_count=frames, fps=FPS)
+        times = cuda_times_ms(lambda request=request: stage.render_frames([request]), warmup=WARMUP, runs=RUNS)
+        out = stage.render_frames([request])[0]
+        assert out.frames.shape == (frames, 720, 1280, 3)
         median = statistics.median(times)
         record_property(f"wav2lip_ms_median_{seconds:g}s", round(median, 2))
         print(f"wav2lip full fp16 on {torch.cuda.get_device_name()}: L={seconds:g}s ({frames} frames 1280x720) "

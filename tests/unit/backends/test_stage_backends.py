@@ -20,6 +20,7 @@ from iris_pipeline.backends.accuracy import accuracy_gate
 from iris_pipeline.backends.tensorrt import tensorrt_unavailable_reason
 from iris_pipeline.config import StageConfig
 from iris_pipeline.errors import ConfigError, InputError
+from iris_pipeline.stages.contracts import FramesRequest
 from iris_pipeline.stages.fastpitch import FastPitchStage
 from iris_pipeline.stages.rvc import RVCStage
 from iris_pipeline.stages.vallex import VallexStage
@@ -93,10 +94,10 @@ def test_wav2lip_compile_matches_eager(tmp_path, wav2lip_eager, avatar, speech_m
     compiled = _wav2lip(tmp_path, backend="compile")
     assert compiled.generator.describe()["backend"] == "compile"
     total = speech_mel.shape[1]
-    inputs = dict(mel=speech_mel, mel_offset=0, total_mel_frames=total, avatar=avatar, frame_start=0,
-                  frame_count=8, fps=25.0)
-    eager_frames = wav2lip_eager.run(**inputs)["frames"].int()
-    compiled_frames = compiled.run(**inputs)["frames"].int()
+    request = FramesRequest(mel=speech_mel, mel_offset=0, total_mel_frames=total, avatar=avatar, frame_start=0,
+                            frame_count=8, fps=25.0)
+    eager_frames = wav2lip_eager.render_frames([request])[0].frames.int()
+    compiled_frames = compiled.render_frames([request])[0].frames.int()
     assert (eager_frames - compiled_frames).abs().max() <= 1  # one grey level of rounding at most
 
 
@@ -258,7 +259,7 @@ def test_rvc_compile_matches_eager(tmp_path):
     for backend in ("eager", "compile"):
         stage = RVCStage(StageConfig(precision="fp32", backend=backend, options={"cache": False}), size="tiny")
         stage.prepare()
-        outputs.append(stage.convert(reference).samples)
+        outputs.append(stage.convert_uncached(reference).samples)
     torch.testing.assert_close(outputs[1], outputs[0], atol=1e-5, rtol=0)
 
 

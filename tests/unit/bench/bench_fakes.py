@@ -1,6 +1,6 @@
 """Stand-in stages with controlled costs, for the harness tests of the benchmark.
 
-They keep the stage contracts of the BRIEF (shapes, sample rates, frame counts), so the real
+They keep the typed stage contracts (shapes, sample rates, frame counts), so the real
 `Pipeline` (queues, chunking, stitching, timers) runs unchanged around them, but their work is a
 sleep proportional to the amount of speech or frames: a controlled workload that takes
 milliseconds on a loaded 2-core machine, where the tiny models take seconds. A stage's cost can be
@@ -17,6 +17,16 @@ from typing import Any
 import torch
 
 from iris_pipeline.audio import Waveform
+from iris_pipeline.stages.contracts import (
+    AlignRequest,
+    AlignResult,
+    FramesRequest,
+    FramesResult,
+    SpeechRequest,
+    SpeechResult,
+    VoiceRequest,
+    VoiceResult,
+)
 
 CODEC_RATE = 24000
 FRAME_SIZE = 32  # fake avatar frames are 32x32 RGB
@@ -55,10 +65,10 @@ class _FakeStage:
 class FakeRVC(_FakeStage):
     name = "rvc"
 
-    def run(self, reference: Waveform) -> dict[str, Any]:
+    def convert(self, request: VoiceRequest) -> VoiceResult:
         _sleep(self.costs.rvc_ms * self.costs.scale + self._extra())
-        n = int(round(reference.seconds * CODEC_RATE))
-        return {"prompt": Waveform(torch.zeros(n) + 0.01, CODEC_RATE)}
+        n = int(round(request.reference.seconds * CODEC_RATE))
+        return VoiceResult(Waveform(torch.zeros(n) + 0.01, CODEC_RATE))
 
 
 class FakeVallex(_FakeStage):
@@ -68,21 +78,25 @@ class FakeVallex(_FakeStage):
     def encode_prompt(self, prompt: Waveform, transcript: str, language: str) -> Any:
         return SimpleNamespace(frames=int(prompt.samples.numel() // 320))
 
-    def run_batch(self, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        frames = [r["num_frames"] or 75 for r in requests]
+    def synthesize(self, requests: list[SpeechRequest]) -> list[SpeechResult]:
+        frames = [r.num_frames or 75 for r in requests]
         _sleep(self.costs.vallex_ms_per_s * self.costs.scale * max(frames) / 75 + self._extra())
-        return [{"speech": Waveform(0.1 * torch.sin(torch.arange(f * 320) / 20.0), CODEC_RATE),
-                 "codes": torch.zeros(f, 8, dtype=torch.long)} for f in frames]
+        return [SpeechResult(Waveform(0.1 * torch.sin(torch.arange(f * 320) / 20.0), CODEC_RATE),
+                             torch.zeros(f, 8, dtype=torch.long)) for f in frames]
 
 
 class FakeFastPitch(_FakeStage):
     name = "fastpitch"
 
-    def run(self, text: str, speech: Waveform) -> dict[str, Any]:
+    def __init__(self, costs: Costs, lipsync_features: str = "fastpitch"):
+        super().__init__(costs)
+        self.lipsync_features = lipsync_features
+
+    def align_chunk(self, request: AlignRequest) -> AlignResult:
         _sleep(self.costs.fastpitch_ms * self.costs.scale + self._extra())
-        m = 1 + round(speech.seconds * 16000) // 200
-        return {"lipsync_mel": torch.zeros(80, m), "durations": torch.ones(4, dtype=torch.long),
-                "timings": [], "words": []}
+        m = 1 + round(request.speech.seconds * 16000) // 200
+        mel = torch.zeros(80, m) if self.lipsync_features == "fastpitch" else None
+        return AlignResult(durations=torch.ones(4, dtype=torch.long), timings=[], words=[], lipsync_mel=mel)
 
 
 class FakeWav2Lip(_FakeStage):
@@ -91,11 +105,11 @@ class FakeWav2Lip(_FakeStage):
     def prepare_avatar(self, path: Any, fps: float = 25.0, progress: Any = None) -> Any:
         return SimpleNamespace(frames=torch.zeros(1, FRAME_SIZE, FRAME_SIZE, 3, dtype=torch.uint8), fps=fps)
 
-    def run(self, mel: torch.Tensor, mel_offset: int, total_mel_frames: int, avatar: Any, frame_start: int,
-            frame_count: int, fps: float) -> dict[str, Any]:
+    def render_frames(self, requests: list[FramesRequest]) -> list[FramesResult]:
+        frame_count = sum(r.frame_count for r in requests)
         _sleep(self.costs.wav2lip_ms_per_frame * self.costs.scale * frame_count + self._extra())
-        frames = torch.full((frame_count, FRAME_SIZE, FRAME_SIZE, 3), 128, dtype=torch.uint8)
-        return {"frames": frames}
+        return [FramesResult(torch.full((r.frame_count, FRAME_SIZE, FRAME_SIZE, 3), 128, dtype=torch.uint8))
+                for r in requests]
 
 
 FAKES = {"rvc": FakeRVC, "vallex": FakeVallex, "fastpitch": FakeFastPitch, "wav2lip": FakeWav2Lip}
@@ -106,6 +120,8 @@ def stage_factory(costs: Costs | None = None):
     costs = costs or Costs()
 
     def build(name: str, config: Any, device: torch.device) -> Any:
+        if name == "fastpitch":  # FastPitch's mel exists in the fastpitch lip-sync mode only
+            return FakeFastPitch(costs, config.lipsync_features)
         return FAKES[name](costs)
 
     return build

@@ -17,6 +17,7 @@ from iris_pipeline.config import PipelineConfig
 from iris_pipeline.errors import InputError
 from iris_pipeline.pipeline import CODEC_RATE, Job, Pipeline, ProgressEvent
 from iris_pipeline.placement import Placement
+from iris_pipeline.stages.contracts import FramesRequest
 from iris_pipeline.video import frame_count_for
 
 DATA = Path(__file__).resolve().parents[2] / "data"
@@ -106,7 +107,8 @@ def test_output_does_not_depend_on_the_placement_map(pipeline, avatar):
     for stage in cfg.stages:
         cfg.stage(stage).device = "cpu"  # explicit per-stage placement instead of the pipeline default
     placed = Pipeline(cfg, placement=Placement.from_config(cfg))
-    placed.stages = dict(pipeline.stages)  # same prepared models, another placement object and workers
+    for name, stage in pipeline.built_stages().items():  # same prepared models, another placement and workers
+        setattr(placed, name, stage)
     placed.prepare()
     try:
         other = placed.render(job(avatar, 3.0, seed=3))
@@ -206,9 +208,9 @@ def test_speech_mode_frames_equal_one_unchunked_wav2lip_pass(pipeline, avatar):
         pipeline.config.lipsync_features = "fastpitch"
     assert result.chunks > 1
     mel = wav2lip_mel(result.speech.samples, CODEC_RATE)
-    whole = pipeline.stages["wav2lip"].run(mel=mel, mel_offset=0, total_mel_frames=mel.shape[1], avatar=avatar,
-                                           frame_start=0, frame_count=result.frames.shape[0],
-                                           fps=pipeline.config.video.fps)["frames"]
+    request = FramesRequest(mel=mel, mel_offset=0, total_mel_frames=mel.shape[1], avatar=avatar, frame_start=0,
+                            frame_count=result.frames.shape[0], fps=pipeline.config.video.fps)
+    whole = pipeline.wav2lip.render_frames([request])[0].frames
     assert result.frames.shape == whole.shape
     # streamed mel columns equal the whole clip's up to float rounding (1e-6), which can move a
     # pixel by one level after the generator; no frame may differ by more

@@ -396,9 +396,9 @@ def test_avatar_before_models_and_close_abandons_the_job_in_flight(tmp_path):
     cfg.stage("wav2lip").options = {**cfg.stage("wav2lip").options, "cache_dir": str(tmp_path / "avatars")}
     pipeline = Pipeline(cfg)
     avatar = pipeline.prepare_avatar(FACE)
-    assert not pipeline.stages["wav2lip"].prepared  # the face detector ran; the generator is not loaded yet
+    assert not pipeline.wav2lip.prepared  # the face detector ran; the generator is not loaded yet
     pipeline.prepare()
-    assert all(stage.prepared for stage in pipeline.stages.values())
+    assert all(stage.prepared for stage in pipeline.built_stages().values())
     reference = Waveform(torch.from_numpy(tone(2.0)), 16000)
     handle = pipeline.submit(Job(text=benchmark_script(20, "en"), language="en", reference=reference,
                                  transcript="a short reference", avatar=avatar, seconds=20))

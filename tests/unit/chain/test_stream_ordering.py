@@ -24,6 +24,14 @@ from iris_pipeline.chunking import Timeline
 from iris_pipeline.config import PipelineConfig
 from iris_pipeline.pipeline import CODEC_RATE, Job, Pipeline
 from iris_pipeline.placement import Placement, Ready
+from iris_pipeline.stages.contracts import (
+    AlignRequest,
+    AlignResult,
+    FramesRequest,
+    FramesResult,
+    SpeechRequest,
+    SpeechResult,
+)
 
 CUDA0 = torch.device("cuda", 0)
 
@@ -149,27 +157,29 @@ class Vallex:
     def encode_prompt(self, prompt: Waveform, transcript: str, language: str) -> Any:
         return "prompt"
 
-    def run_batch(self, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        return [{"speech": Waveform(0.1 * torch.ones(r["num_frames"] * 320), CODEC_RATE)} for r in requests]
+    def synthesize(self, requests: list[SpeechRequest]) -> list[SpeechResult]:
+        return [SpeechResult(Waveform(0.1 * torch.ones(r.num_frames * 320), CODEC_RATE),
+                             torch.zeros(r.num_frames, 8, dtype=torch.long)) for r in requests]
 
 
 class FastPitch:
     def prepare(self) -> None:
         pass
 
-    def run(self, text: str, speech: Waveform) -> dict[str, Any]:
+    def align_chunk(self, request: AlignRequest) -> AlignResult:
         require_ordered("vallex")
-        columns = 1 + round(speech.seconds * 80)
-        return {"lipsync_mel": torch.zeros(80, columns), "timings": [], "words": []}
+        columns = 1 + round(request.speech.seconds * 80)
+        return AlignResult(durations=torch.ones(1, dtype=torch.long), timings=[], words=[],
+                           lipsync_mel=torch.zeros(80, columns))
 
 
 class Wav2Lip:
     def prepare(self) -> None:
         pass
 
-    def run(self, mel: torch.Tensor, frame_count: int, **_: Any) -> dict[str, Any]:
+    def render_frames(self, requests: list[FramesRequest]) -> list[FramesResult]:
         require_ordered("fastpitch")
-        return {"frames": torch.zeros(frame_count, 4, 4, 3, dtype=torch.uint8)}
+        return [FramesResult(torch.zeros(r.frame_count, 4, 4, 3, dtype=torch.uint8)) for r in requests]
 
 
 def test_every_queue_hand_off_is_waited_on_by_the_consumer_stream(fake_events):

@@ -11,6 +11,7 @@ import torch
 from iris_pipeline.audio import Waveform, read_audio, resample_waveform, wav2lip_mel
 from iris_pipeline.config import StageConfig
 from iris_pipeline.errors import ConfigError, InputError
+from iris_pipeline.stages.contracts import AlignRequest, AlignResult
 from iris_pipeline.stages.fastpitch import FastPitchStage
 from iris_pipeline.subtitles import SymbolTiming, WordTiming
 from iris_pipeline.text.fastpitch_en import encode
@@ -31,22 +32,22 @@ def stage() -> FastPitchStage:
     return s
 
 
-def test_run_follows_the_stage_contract(stage, speech):
-    out = stage.run(text=TEXT, speech=speech)
-    assert set(out) == set(FastPitchStage.outputs)
+def test_align_chunk_follows_the_stage_contract(stage, speech):
+    out = stage.align_chunk(AlignRequest(TEXT, speech))
+    assert isinstance(out, AlignResult)
     m = 1 + round(speech.seconds * 16000) // 200
-    assert out["lipsync_mel"].shape == (80, m) == wav2lip_mel(speech.samples, speech.sample_rate).shape
-    assert out["lipsync_mel"].abs().max() <= 4.0
-    durations = out["durations"]
+    assert out.lipsync_mel.shape == (80, m) == wav2lip_mel(speech.samples, speech.sample_rate).shape
+    assert out.lipsync_mel.abs().max() <= 4.0
+    durations = out.durations
     assert durations.dtype == torch.long and durations.shape == (len(encode(TEXT).ids),)
     n_frames = 1 + math.ceil(speech.samples.numel() * 22050 / 24000) // 256
     assert int(durations.sum()) == n_frames and int(durations.min()) >= 1
-    timings = out["timings"]
+    timings = out.timings
     assert all(isinstance(t, SymbolTiming) for t in timings) and timings[0].start_s == 0.0
     assert timings[-1].end_s == pytest.approx(speech.seconds, abs=256 / 22050)
     # words shown as written even where they were encoded as ARPAbet
-    assert [w.word for w in out["words"]] == "the quick brown fox jumps over the lazy dog".split()
-    assert all(isinstance(w, WordTiming) and w.start_s < w.end_s for w in out["words"])
+    assert [w.word for w in out.words] == "the quick brown fox jumps over the lazy dog".split()
+    assert all(isinstance(w, WordTiming) and w.start_s < w.end_s for w in out.words)
 
 
 def test_forced_render_has_exactly_the_aligned_frames(stage, speech):
@@ -56,37 +57,46 @@ def test_forced_render_has_exactly_the_aligned_frames(stage, speech):
     assert mel.shape == alignment.speech_mel.shape
 
 
-def test_speech_mode_returns_the_plain_wav2lip_mel(speech):
+def test_speech_mode_aligns_and_renders_no_mel(stage, speech):
     s = FastPitchStage(StageConfig(precision="fp32"), size="tiny", lipsync_features="speech")
     s.prepare()
-    out = s.run(text=TEXT, speech=speech)
-    torch.testing.assert_close(out["lipsync_mel"], wav2lip_mel(speech.samples, speech.sample_rate))
-    assert int(out["durations"].sum()) > 0
+    out = s.align_chunk(AlignRequest(TEXT, speech))
+    assert out.lipsync_mel is None  # the lips follow the whole clip's own mel, computed by its caller
+    assert s.encoder is None and s.decoder is None  # the decoder is never prepared in this mode
+    fastpitch_mode = stage.align_chunk(AlignRequest(TEXT, speech))
+    assert torch.equal(out.durations, fastpitch_mode.durations)
+    assert out.words == fastpitch_mode.words
+
+
+def test_aligning_before_prepare_is_refused(speech):
+    idle = FastPitchStage(StageConfig(precision="fp32"), size="tiny")
+    with pytest.raises(RuntimeError, match=r"fastpitch\.align_chunk\(\) called before prepare\(\)"):
+        idle.align_chunk(AlignRequest(TEXT, speech))
 
 
 def test_bf16_runs_and_keeps_the_shapes(speech):
     s = FastPitchStage(StageConfig(precision="bf16"), size="tiny")
     s.prepare()
-    out = s.run(text="Hello there.", speech=speech)
-    assert out["lipsync_mel"].dtype == torch.float32 and torch.isfinite(out["lipsync_mel"]).all()
+    out = s.align_chunk(AlignRequest("Hello there.", speech))
+    assert out.lipsync_mel.dtype == torch.float32 and torch.isfinite(out.lipsync_mel).all()
 
 
 def test_text_without_speakable_symbols_is_refused(stage, speech):
     with pytest.raises(InputError, match=r"^text '\?! \.\.\.': has no speakable symbol"):
-        stage.run(text="?! ...", speech=speech)
+        stage.align_chunk(AlignRequest("?! ...", speech))
 
 
 def test_speech_too_short_for_the_text_is_refused(stage):
     short = Waveform(torch.sin(torch.arange(2400) * 0.05) * 0.5, 24000)  # 0.1 s -> 9 mel frames
     with pytest.raises(InputError, match=f"9 mel frames, fewer than the {len(encode(TEXT).ids)} symbols of the text; cannot align"):
-        stage.run(text=TEXT, speech=short)
+        stage.align_chunk(AlignRequest(TEXT, short))
 
 
 def test_nan_audio_is_refused(stage, speech):
     samples = speech.samples.clone()
     samples[100] = float("nan")
     with pytest.raises(InputError, match="speech: audio contains NaN"):
-        stage.run(text=TEXT, speech=Waveform(samples, speech.sample_rate))
+        stage.align_chunk(AlignRequest(TEXT, Waveform(samples, speech.sample_rate)))
 
 
 def test_unknown_option_and_bad_mode_are_config_errors():

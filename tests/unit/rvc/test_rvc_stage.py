@@ -14,6 +14,7 @@ from iris_pipeline.audio import Waveform
 from iris_pipeline.config import StageConfig
 from iris_pipeline.errors import ConfigError, InputError
 from iris_pipeline.models.rvc.inference import split_points
+from iris_pipeline.stages.contracts import VoiceRequest
 from iris_pipeline.stages.rvc import PROMPT_SAMPLE_RATE, RVCStage
 
 RATES = {"rvc_v2_40k": 40000, "rvc_v2_48k": 48000}
@@ -71,7 +72,7 @@ def expected_prompt_samples(n_input: int, input_rate: int, model_rate: int, x_pa
        model=st.sampled_from(sorted(RATES)))
 def test_output_length_follows_the_padding_rules(stages, seconds, rate, model):
     reference = voice_like(seconds, rate)
-    prompt = stages[model].run(reference=reference)["prompt"]
+    prompt = stages[model].convert(VoiceRequest(reference)).prompt
     assert prompt.sample_rate == PROMPT_SAMPLE_RATE
     assert prompt.samples.shape[0] == expected_prompt_samples(reference.samples.shape[0], rate, RATES[model])
     # RVC's output is up to ~3 frames (30 ms) shorter than its input
@@ -84,7 +85,7 @@ def test_long_reference_is_split_and_keeps_its_length(tmp_path):
     reference = voice_like(5.2, 16000)
     audio = reference.samples.double().numpy()
     assert len(split_points(audio, stage.converter.chunks)) == 2
-    prompt = stage.run(reference=reference)["prompt"]
+    prompt = stage.convert(VoiceRequest(reference)).prompt
     # each chunk loses at most one or two 10 ms frames to the HuBERT frame arithmetic
     assert 0 <= reference.seconds - prompt.seconds <= 0.01 * (2 + 2 + 1)
 
@@ -92,19 +93,19 @@ def test_long_reference_is_split_and_keeps_its_length(tmp_path):
 def test_cache_hit_on_second_run_and_miss_after_pitch_shift(tmp_path):
     stage = make_stage(tmp_path)
     calls = []
-    convert = stage.convert
-    stage.convert = lambda ref: calls.append(ref) or convert(ref)
+    convert = stage.convert_uncached
+    stage.convert_uncached = lambda ref: calls.append(ref) or convert(ref)
     reference = voice_like(1.3, 22050)
-    first = stage.run(reference=reference)["prompt"]
-    second = stage.run(reference=reference)["prompt"]
+    first = stage.convert(VoiceRequest(reference)).prompt
+    second = stage.convert(VoiceRequest(reference)).prompt
     assert len(calls) == 1 and len(stage.cache) == 1
     assert torch.equal(first.samples, second.samples)
 
     shifted = make_stage(tmp_path, pitch_shift=4.0)
     calls_shifted = []
-    convert_shifted = shifted.convert
-    shifted.convert = lambda ref: calls_shifted.append(ref) or convert_shifted(ref)
-    third = shifted.run(reference=reference)["prompt"]
+    convert_shifted = shifted.convert_uncached
+    shifted.convert_uncached = lambda ref: calls_shifted.append(ref) or convert_shifted(ref)
+    third = shifted.convert(VoiceRequest(reference)).prompt
     assert len(calls_shifted) == 1 and len(shifted.cache) == 2
     assert not torch.equal(first.samples, third.samples)
 
@@ -121,27 +122,33 @@ def test_a_wrong_cached_prompt_is_converted_again(tmp_path, capsys, damage):
 
     stage = make_stage(tmp_path)
     calls = []
-    convert = stage.convert
-    stage.convert = lambda ref: calls.append(ref) or convert(ref)
+    convert = stage.convert_uncached
+    stage.convert_uncached = lambda ref: calls.append(ref) or convert(ref)
     reference = voice_like(1.3, 22050)
-    first = stage.run(reference=reference)["prompt"]
+    first = stage.convert(VoiceRequest(reference)).prompt
     key = stage.cache_key(reference)
     path = stage.cache.directory / f"{key}.pt"
     payload = damage(torch.load(path, weights_only=True)["payload"])
     torch.save({"format": ENTRY_FORMAT, "key": key, "checksum": payload_checksum(payload), "payload": payload}, path)
     capsys.readouterr()
-    again = stage.run(reference=reference)["prompt"]
+    again = stage.convert(VoiceRequest(reference)).prompt
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(calls) == 2 and len(lines) == 1 and key in lines[0], lines
     assert torch.equal(first.samples, again.samples)
-    stage.run(reference=reference)
+    stage.convert(VoiceRequest(reference))
     assert len(calls) == 2  # repaired
+
+
+def test_converting_before_prepare_is_refused(tmp_path):
+    stage = RVCStage(StageConfig(precision="fp32", options={"cache_dir": str(tmp_path)}), size="tiny")
+    with pytest.raises(RuntimeError, match=r"rvc\.convert\(\) called before prepare\(\)"):
+        stage.convert(VoiceRequest(voice_like(1.1, 16000)))
 
 
 def test_conversion_is_deterministic_for_a_seed(stages):
     reference = voice_like(1.1, 16000)
     stage = stages["rvc_v2_48k"]
-    assert torch.equal(stage.convert(reference).samples, stage.convert(reference).samples)
+    assert torch.equal(stage.convert_uncached(reference).samples, stage.convert_uncached(reference).samples)
 
 
 def test_index_retrieval_blends_features(tmp_path):
@@ -152,8 +159,8 @@ def test_index_retrieval_blends_features(tmp_path):
     path = tmp_path / "voice.index"
     faiss.write_index(index, str(path))
     reference = voice_like(1.2, 16000)
-    plain = make_stage(tmp_path, cache=False).convert(reference).samples
-    retrieved = make_stage(tmp_path, cache=False, index_path=str(path), index_rate=1.0).convert(reference).samples
+    plain = make_stage(tmp_path, cache=False).convert_uncached(reference).samples
+    retrieved = make_stage(tmp_path, cache=False, index_path=str(path), index_rate=1.0).convert_uncached(reference).samples
     assert retrieved.shape == plain.shape and not torch.equal(retrieved, plain)
 
     from iris_pipeline.models.rvc.retrieval import FeatureIndex
@@ -186,7 +193,7 @@ def test_index_of_wrong_width_is_refused(tmp_path):
 ])
 def test_bad_reference_gives_one_clear_line(stages, reference, words):
     with pytest.raises(InputError) as err:
-        stages["rvc_v2_40k"].run(reference=reference)
+        stages["rvc_v2_40k"].convert(VoiceRequest(reference))
     message = str(err.value)
     assert message.startswith("reference: ") and words in message and "\n" not in message
 

@@ -10,6 +10,7 @@ import torch
 from iris_pipeline.audio import Waveform
 from iris_pipeline.config import StageConfig
 from iris_pipeline.errors import ConfigError, InputError
+from iris_pipeline.stages.contracts import SpeechRequest, SpeechResult
 from iris_pipeline.stages.vallex import VallexPrompt, VallexStage
 
 
@@ -25,6 +26,11 @@ def make_stage(**options) -> VallexStage:
     stage = VallexStage(StageConfig(precision="fp32", options=options), size="tiny")
     stage.prepare()
     return stage
+
+
+def speak(stage: VallexStage, **request) -> SpeechResult:
+    """One request through the typed batch method."""
+    return stage.synthesize([SpeechRequest(**request)])[0]
 
 
 @pytest.fixture(scope="module")
@@ -48,35 +54,35 @@ def test_encode_prompt(stage, prompt):
     assert prompt.language == "en"
 
 
-def test_run_emits_exactly_num_frames(stage, prompt):
-    out = stage.run(text="How are you?", language="en", prompt=prompt, num_frames=12, seed=3)
-    assert out["codes"].shape == (12, 8)
-    assert out["speech"].sample_rate == 24000 and out["speech"].samples.shape == (12 * 320,)
-    assert torch.isfinite(out["speech"].samples).all()
+def test_synthesize_emits_exactly_num_frames(stage, prompt):
+    out = speak(stage, text="How are you?", language="en", prompt=prompt, num_frames=12, seed=3)
+    assert out.codes.shape == (12, 8)
+    assert out.speech.sample_rate == 24000 and out.speech.samples.shape == (12 * 320,)
+    assert torch.isfinite(out.speech.samples).all()
 
 
 def test_encodec_decoder_option_gives_the_same_length(prompt):
     stage = make_stage(decoder="encodec", greedy=True)
-    out = stage.run(text="Hi.", language="en", prompt=prompt, num_frames=9)
-    assert out["speech"].samples.shape == (9 * 320,)
+    out = speak(stage, text="Hi.", language="en", prompt=prompt, num_frames=9)
+    assert out.speech.samples.shape == (9 * 320,)
 
 
-def test_run_batch_equals_single_runs_when_greedy(stage, prompt):
-    requests = [dict(text="How are you?", language="en", prompt=prompt, num_frames=10),
-                dict(text="你好", language="zh", prompt=prompt, num_frames=6),
-                dict(text="[EN]Hi[EN][ZH]你好[ZH]", language="mix", prompt=prompt, max_frames=8)]
-    batched = stage.run_batch(requests)
+def test_a_batch_equals_single_requests_when_greedy(stage, prompt):
+    requests = [SpeechRequest(text="How are you?", language="en", prompt=prompt, num_frames=10),
+                SpeechRequest(text="你好", language="zh", prompt=prompt, num_frames=6),
+                SpeechRequest(text="[EN]Hi[EN][ZH]你好[ZH]", language="mix", prompt=prompt, max_frames=8)]
+    batched = stage.synthesize(requests)
     for request, out in zip(requests, batched, strict=True):
-        alone = stage.run(**request)
-        assert torch.equal(out["codes"], alone["codes"])
-    assert [o["codes"].shape[0] for o in batched[:2]] == [10, 6]
+        alone = stage.synthesize([request])[0]
+        assert torch.equal(out.codes, alone.codes)
+    assert [o.codes.shape[0] for o in batched[:2]] == [10, 6]
 
 
 def test_long_text_mode_keeps_the_total_frame_count(prompt):
     stage = make_stage(long_text="sentences", greedy=True, max_batch=2)
-    out = stage.run(text="One sentence here. And another one! A third?", language="en", prompt=prompt,
+    out = speak(stage, text="One sentence here. And another one! A third?", language="en", prompt=prompt,
                     num_frames=31)
-    assert out["codes"].shape == (31, 8) and out["speech"].samples.shape == (31 * 320,)
+    assert out.codes.shape == (31, 8) and out.speech.samples.shape == (31 * 320,)
 
 
 def test_bad_options_name_the_key():
@@ -90,15 +96,15 @@ def test_bad_options_name_the_key():
 
 def test_bad_inputs_are_one_line_errors(stage, prompt):
     with pytest.raises(InputError, match="'fr' is not supported"):
-        stage.run(text="Bonjour", language="fr", prompt=prompt)
+        speak(stage, text="Bonjour", language="fr", prompt=prompt)
     with pytest.raises(InputError, match="empty"):
-        stage.run(text="  ", language="en", prompt=prompt)
+        speak(stage, text="  ", language="en", prompt=prompt)
     with pytest.raises(InputError, match="num_frames must be >= 1"):
-        stage.run(text="Hi", language="en", prompt=prompt, num_frames=0)
+        speak(stage, text="Hi", language="en", prompt=prompt, num_frames=0)
     with pytest.raises(InputError, match="longer than the maximum"):
         stage.encode_prompt(tone(16.0, 8000), "Hello.", "en")
     with pytest.raises(InputError, match="prompt must be a VallexPrompt"):
-        stage.run(text="Hi", language="en", prompt="paimon")
+        speak(stage, text="Hi", language="en", prompt="paimon")
 
 
 @pytest.fixture
@@ -121,11 +127,11 @@ def test_prepare_captures_every_bucket_graph_and_release_keeps_them(graphs_on_cp
     stage's sampler; decoding captures nothing more, and release_caches() frees only the rest."""
     graphed = make_stage(greedy=True, use_cuda_graph=True, max_batch=3, capacity_buckets=[128, 256])
     assert len(graphs_on_cpu) == 3 * 2 and graphed.decoder.captured_up_front
-    requests = [dict(text=text, language="en", prompt=prompt, num_frames=10, seed=1)
+    requests = [SpeechRequest(text=text, language="en", prompt=prompt, num_frames=10, seed=1)
                 for text in ("One.", "Two words.")]
     plain = make_stage(greedy=True, max_batch=3, capacity_buckets=[128, 256])
-    for a, b in zip(plain.run_batch(requests), graphed.run_batch(requests), strict=True):
-        assert torch.equal(a["codes"], b["codes"])
+    for a, b in zip(plain.synthesize(requests), graphed.synthesize(requests), strict=True):
+        assert torch.equal(a.codes, b.codes)
     assert len(graphs_on_cpu) == 6 and graphed.decoder.uncaptured_steps == 0
     assert graphed.release_caches() == 0  # only the pinned caches of the captured graphs exist
     assert plain.release_caches() > 0 and plain.release_caches() == 0
@@ -139,7 +145,7 @@ def test_graphs_that_do_not_fit_the_cache_budget_are_refused_at_prepare(graphs_o
 
 def test_a_decode_over_the_cache_budget_is_one_line_naming_the_option(prompt):
     small = make_stage(greedy=True, cache_mib=1, capacity_buckets=[64])
-    request = dict(text="Hello there.", language="en", prompt=prompt, num_frames=900)
+    request = SpeechRequest(text="Hello there.", language="en", prompt=prompt, num_frames=900)
     with pytest.raises(ConfigError, match="raise vallex.options.cache_mib") as err:
-        small.run_batch([request])
+        small.synthesize([request])
     assert "\n" not in str(err.value)

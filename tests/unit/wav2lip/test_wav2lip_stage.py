@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from iris_pipeline.audio import Waveform, read_audio, wav2lip_mel
 from iris_pipeline.config import StageConfig
 from iris_pipeline.errors import ConfigError, InputError
+from iris_pipeline.stages.contracts import FramesRequest
 from iris_pipeline.stages.wav2lip import Wav2LipStage, check_speech_length, mel_window_starts
 from iris_pipeline.video import frame_count_for, read_mp4_info, write_mp4
 
@@ -65,8 +66,9 @@ def speech() -> Waveform:
 
 def _run(stage, mel, avatar, start, count, offset=0, total=None, fps=25.0):
     total = mel.shape[1] + offset if total is None else total
-    return stage.run(mel=mel, mel_offset=offset, total_mel_frames=total, avatar=avatar, frame_start=start,
-                     frame_count=count, fps=fps)["frames"]
+    request = FramesRequest(mel=mel, mel_offset=offset, total_mel_frames=total, avatar=avatar, frame_start=start,
+                            frame_count=count, fps=fps)
+    return stage.render_frames([request])[0].frames
 
 
 class WindowProbe(torch.nn.Module):
@@ -125,6 +127,24 @@ def test_a_chunked_run_equals_the_whole_run(stage, avatar, probed):
     offset = int(mel_window_starts(torch.tensor([17]), 25.0, total))
     second = _run(stage, mel[:, offset:], avatar, 17, 28, offset=offset, total=total)
     assert torch.equal(torch.cat([first, second]), whole)
+
+
+def test_several_requests_give_one_result_each_in_order(stage, avatar, probed):
+    mel = _ramp_mel(200)
+    requests = [FramesRequest(mel=mel, mel_offset=0, total_mel_frames=200, avatar=avatar, frame_start=start,
+                              frame_count=count, fps=25.0) for start, count in ((20, 7), (0, 3), (5, 0))]
+    results = stage.render_frames(requests)
+    assert [r.frames.shape[0] for r in results] == [7, 3, 0]
+    for request, result in zip(requests, results, strict=True):
+        assert torch.equal(result.frames, _run(stage, mel, avatar, request.frame_start, request.frame_count))
+
+
+def test_rendering_before_prepare_is_refused(avatar):
+    idle = Wav2LipStage(StageConfig(precision="fp32"), size="tiny")
+    request = FramesRequest(mel=_ramp_mel(32), mel_offset=0, total_mel_frames=32, avatar=avatar, frame_start=0,
+                            frame_count=1, fps=25.0)
+    with pytest.raises(RuntimeError, match=r"wav2lip\.render_frames\(\) called before prepare\(\)"):
+        idle.render_frames([request])
 
 
 def test_a_mel_chunk_that_misses_a_window_is_a_bug_not_a_silent_shift(stage, avatar):
