@@ -77,6 +77,16 @@ class LipsyncStream:
         self.finished = False
 
     @property
+    def held_columns(self) -> int:
+        """Lip-sync mel columns held for frames still to come (about one chunk's, whatever the clip's length)."""
+        return 0 if self._mel is None else int(self._mel.shape[1])
+
+    @property
+    def held_samples(self) -> int:
+        """Stitched samples held for mel columns still to come (speech mode; about one chunk's)."""
+        return 0 if self._audio is None else int(self._audio.shape[0])
+
+    @property
     def computes_speech_mel(self) -> bool:
         """Whether `push` computes the speech's Wav2Lip mel itself (the "speech" mode)."""
         return self.features == "speech"

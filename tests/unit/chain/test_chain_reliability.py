@@ -101,10 +101,8 @@ def test_lipsync_state_stays_bounded_in_clip_length(avatar, mode):
     held: list[tuple[int, int]] = []
 
     def watch(event) -> None:
-        for state in list(pipe._lipsync_state.values()):
-            mel = 0 if state.mel is None else state.mel.shape[1]
-            audio = 0 if state.audio is None else state.audio.shape[0]
-            held.append((mel, audio))
+        for stream in list(pipe._lipsync_streams.values()):
+            held.append((stream.held_columns, stream.held_samples))
 
     pipe._on_progress = watch
     pipe.prepare()
@@ -118,4 +116,4 @@ def test_lipsync_state_stays_bounded_in_clip_length(avatar, mode):
     chunk_columns = 80 * 1.0 * 2  # the planner's 1 s chunks, twice over for the longest one
     assert max(m for m, _ in held) <= chunk_columns + chunking.MEL_WINDOW, held
     assert max(a for _, a in held) <= CODEC_RATE * 2.0, held
-    assert pipe._lipsync_state == {}
+    assert pipe._lipsync_streams == {}  # a job's stream goes with its last chunk

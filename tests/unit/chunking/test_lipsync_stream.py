@@ -119,3 +119,19 @@ def test_misuse_is_refused():
         other.push(stream("speech").stitch(torch.ones(24000), last=True))
     with pytest.raises(ValueError, match="lip-sync features"):
         stream("video")
+
+
+@pytest.mark.parametrize("features", ["speech", "fastpitch"])
+def test_what_the_stream_holds_stays_bounded_in_clip_length(features):
+    """Only the mel columns and audio that frames still to come need: about one chunk's worth."""
+    chunk = RATE  # 1 s chunks, 30 of them
+    chunks = speech_chunks([chunk] * 30, seed=2)
+    s = stream(features)
+    held = []
+    for k, samples in enumerate(chunks):
+        stitched = s.stitch(samples, last=k == len(chunks) - 1)
+        mel = torch.zeros(80, 1 + round(stitched.samples.shape[0] / RATE * 80)) if features == "fastpitch" else None
+        s.push(stitched, mel)
+        held.append((s.held_columns, s.held_samples))
+    assert max(columns for columns, _ in held) <= 2 * 80 + MEL_WINDOW, held  # the clip has 2400
+    assert max(samples for _, samples in held) <= 2 * chunk, held
