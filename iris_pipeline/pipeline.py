@@ -621,7 +621,7 @@ class Pipeline:
         frame_count = max(0, frames_end - frame_start)
         if last and timeline.mel_frames < timebase.MEL_WINDOW:
             raise InputError(f"speech: {state.samples / CODEC_RATE:.3f} s is shorter than one Wav2Lip "
-                             f"window (0.2 s); no frame can be rendered")
+                             f"window ({timebase.MEL_WINDOW_SECONDS:g} s); no frame can be rendered")
         total_mel = timeline.mel_frames if last else ready
         fps = self.config.video.fps
         if frame_count:
