@@ -10,11 +10,14 @@ bounded whatever the clip's length:
 
 - stitching: `chunking.AudioStitcher` (equal-power cross-fades; only the overlap tail is held);
 - the lip-sync mel on the clip's global Wav2Lip grid (80 columns per second): in the "fastpitch"
-  mode each chunk's FastPitch mel is placed at the chunk's span; in the "speech" mode the clip's own
+  mode each chunk's FastPitch mel is placed at the chunk's span (`timebase.place_chunk_mel`); in
+  the "speech" mode the clip's own
   Wav2Lip mel is computed column by column as its audio becomes final, each column once
   (`chunking.wav2lip_mel_columns`), so a chunked clip gets the unchunked clip's mel;
-- frame readiness: the frames whose whole 16-column window is final (`chunking.Timeline`), and the
+- frame readiness: the frames whose whole 16-column window is final (`timebase.Timeline`), and the
   mel columns those frames read; columns no later frame reads are dropped.
+
+All sample / column / frame arithmetic is `timebase`'s; this module only keeps the state.
 
 The stream knows no stage, queue or device placement: its caller moves the samples to the device
 the mel should be computed on, runs the aligner, and hands the request to Wav2Lip.
@@ -27,14 +30,12 @@ from typing import Any, Literal
 
 import torch
 
-from iris_pipeline import chunking
-from iris_pipeline.audio import WAV2LIP_MEL, wav2lip_mel_frames
+from iris_pipeline import chunking, timebase
 from iris_pipeline.errors import InputError
 from iris_pipeline.stages.contracts import FramesRequest
 
 LipsyncFeatures = Literal["fastpitch", "speech"]
 _NO_END_YET_S = 3600  # before the last chunk the clip's end is not needed: any length past the audio works
-_MEL_COLUMNS_PER_SECOND = WAV2LIP_MEL.sample_rate // WAV2LIP_MEL.hop_length  # 80
 
 
 @dataclass(frozen=True)
@@ -122,11 +123,12 @@ class LipsyncStream:
 
     def _add_chunk_mel(self, chunk_mel: torch.Tensor, stitched: StitchedSpeech) -> int:
         """Place a chunk's mel on the clip's grid; the columns ready (the clip's exact count at the end)."""
-        self._append_mel(place_chunk_mel(chunk_mel, stitched.start, stitched.samples.shape[0], self.sample_rate))
+        self._append_mel(timebase.place_chunk_mel(chunk_mel, stitched.start, stitched.samples.shape[0],
+                                                  self.sample_rate))
         if not stitched.last:
             return self._mel_columns
-        ready = wav2lip_mel_frames(self.samples, self.sample_rate)
-        self._mel = pad_columns(self._mel, ready - self._mel_start)
+        ready = timebase.mel_column_count(self.samples, self.sample_rate)
+        self._mel = timebase.pad_columns(self._mel, ready - self._mel_start)
         return ready
 
     def _add_speech_mel(self, stitched: StitchedSpeech) -> int:
@@ -136,7 +138,7 @@ class LipsyncStream:
         self._audio = stitched.samples if self._audio is None else torch.cat([self._audio, stitched.samples])
         self._append_mel(chunking.wav2lip_mel_columns(self._audio, self.sample_rate, have, total_samples=total,
                                                       prefix_start=self._audio_start))
-        self._drop_audio_before(chunking.mel_audio_start(self._mel_columns, self.sample_rate))
+        self._drop_audio_before(timebase.mel_audio_start(self._mel_columns, self.sample_rate))
         return self._mel_columns
 
     def _append_mel(self, columns: torch.Tensor) -> None:
@@ -167,45 +169,24 @@ class LipsyncStream:
         fps = self.fps
         final_samples = self.samples if last else (self.total_samples or
                                                    self.samples + self.sample_rate * _NO_END_YET_S)
-        timeline = chunking.Timeline(final_samples, self.sample_rate, fps)
+        timeline = timebase.Timeline(final_samples, self.sample_rate, fps)
         frames_end = timeline.num_frames if last else timeline.frames_ready(ready)
-        if last and timeline.mel_frames < chunking.MEL_WINDOW:
+        if last and timeline.mel_frames < timebase.MEL_WINDOW:
             raise InputError(f"speech: {self.samples / self.sample_rate:.3f} s is shorter than one Wav2Lip "
-                             f"window (0.2 s); no frame can be rendered")
+                             f"window ({timebase.MEL_WINDOW_SECONDS:g} s); no frame can be rendered")
         frame_start = self.frames_done
         frame_count = max(0, frames_end - frame_start)
         total_mel = timeline.mel_frames if last else ready
         if frame_count:
-            mel_start = chunking.mel_window_start(frame_start, fps, total_mel)
-            mel_end = chunking.mel_window_start(frames_end - 1, fps, total_mel) + chunking.MEL_WINDOW
+            mel_start = timebase.clamped_window_start(frame_start, fps, total_mel)
+            mel_end = timebase.clamped_window_start(frames_end - 1, fps, total_mel) + timebase.MEL_WINDOW
             mel = self._mel[:, mel_start - self._mel_start:mel_end - self._mel_start].clone()
         else:
             mel_start = 0
             mel = self._mel[:, :0].clone()
         self.frames_done = frames_end
         if not last:  # later frames read from their own window start on, or from the clamped last window
-            self._drop_mel_before(min(chunking.unclamped_window_start(frames_end, fps), ready - chunking.MEL_WINDOW))
+            self._drop_mel_before(min(timebase.window_start(frames_end, fps), ready - timebase.MEL_WINDOW))
         return FramesRequest(mel=mel, mel_offset=mel_start, total_mel_frames=total_mel, avatar=self.avatar,
                              frame_start=frame_start, frame_count=frame_count, fps=fps)
 
-
-def place_chunk_mel(chunk_mel: torch.Tensor, start_sample: int, num_samples: int, sample_rate: int) -> torch.Tensor:
-    """Columns of a chunk's lip-sync mel on the clip's global 80-columns-per-second grid.
-
-    Global column c is time c / 80; the chunk covers [start, start + n) samples. Each global
-    column of the chunk's span takes the chunk column nearest in time (so chunk mels of any
-    length tile the clip without gaps or doubles).
-    """
-    rate = _MEL_COLUMNS_PER_SECOND
-    first = -(-start_sample * rate // sample_rate)  # ceil: first global column inside the span
-    end = -(-(start_sample + num_samples) * rate // sample_rate)
-    cols = torch.arange(first, end, device=chunk_mel.device, dtype=torch.float64)
-    local = torch.round(cols - start_sample * rate / sample_rate).long().clamp(0, chunk_mel.shape[1] - 1)
-    return chunk_mel[:, local]
-
-
-def pad_columns(mel: torch.Tensor, columns: int) -> torch.Tensor:
-    """Cut or extend (repeating the last column) a mel to exactly `columns` columns."""
-    if mel.shape[1] >= columns:
-        return mel[:, :columns]
-    return torch.cat([mel, mel[:, -1:].expand(-1, columns - mel.shape[1])], dim=1)

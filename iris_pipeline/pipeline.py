@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from iris_pipeline import chunking
+from iris_pipeline import chunking, timebase
 from iris_pipeline.audio import Waveform, check_waveform
 from iris_pipeline.config import PipelineConfig
 from iris_pipeline.errors import InputError
@@ -55,6 +55,7 @@ from iris_pipeline.stages.contracts import (
     VallexPrompt,
     VoiceRequest,
 )
+from iris_pipeline.timebase import CODEC_FRAME_RATE, CODEC_HOP, CODEC_RATE
 
 if TYPE_CHECKING:  # the stage modules load their models' code: imported where a stage is built
     from iris_pipeline.stages.fastpitch import FastPitchStage
@@ -62,9 +63,6 @@ if TYPE_CHECKING:  # the stage modules load their models' code: imported where a
     from iris_pipeline.stages.vallex import VallexStage
     from iris_pipeline.stages.wav2lip import Wav2LipStage
 
-CODEC_RATE = 24000  # VALL-E X speech, samples per second
-CODEC_HOP = 320  # samples per EnCodec frame: 75 frames per second
-CODEC_FRAME_RATE = CODEC_RATE // CODEC_HOP
 MIN_REFERENCE_SECONDS = 1.0
 _QUEUE_DEPTH = 4  # chunks buffered between two workers: bounds memory, keeps the stages busy
 _PROMPTS_KEPT = 16  # voices whose VALL-E X prompt stays in memory (least recently used dropped)
@@ -464,7 +462,7 @@ class Pipeline:
         """Nominal VALL-E X frames each chunk needs at least: what FastPitch's aligner needs for its
         text (one mel frame per symbol), and one Wav2Lip window; one frame of margin."""
         aligner = stage_class("fastpitch").min_speech_seconds if "fastpitch" in self.config.stages else None
-        return [math.ceil(max(chunking.MEL_WINDOW_SECONDS, aligner(text) if aligner else 0.0) * CODEC_FRAME_RATE) + 1
+        return [math.ceil(max(timebase.MEL_WINDOW_SECONDS, aligner(text) if aligner else 0.0) * CODEC_FRAME_RATE) + 1
                 for text in texts]
 
     def _plan(self, job: Job, chunks: chunking.ChunkPlan, least: list[int]) -> JobPlan:

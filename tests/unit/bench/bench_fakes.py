@@ -27,8 +27,8 @@ from iris_pipeline.stages.contracts import (
     VoiceRequest,
     VoiceResult,
 )
+from iris_pipeline.timebase import CODEC_HOP, CODEC_RATE
 
-CODEC_RATE = 24000
 FRAME_SIZE = 32  # fake avatar frames are 32x32 RGB
 
 
@@ -81,7 +81,7 @@ class FakeVallex(_FakeStage):
     def synthesize(self, requests: list[SpeechRequest]) -> list[SpeechResult]:
         frames = [r.num_frames or 75 for r in requests]
         _sleep(self.costs.vallex_ms_per_s * self.costs.scale * max(frames) / 75 + self._extra())
-        return [SpeechResult(Waveform(0.1 * torch.sin(torch.arange(f * 320) / 20.0), CODEC_RATE),
+        return [SpeechResult(Waveform(0.1 * torch.sin(torch.arange(f * CODEC_HOP) / 20.0), CODEC_RATE),
                              torch.zeros(f, 8, dtype=torch.long)) for f in frames]
 
 

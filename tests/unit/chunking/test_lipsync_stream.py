@@ -5,10 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from iris_pipeline.audio import wav2lip_mel, wav2lip_mel_frames
-from iris_pipeline.chunking import MEL_WINDOW, Timeline, mel_window_start, stitch_audio
+from iris_pipeline.audio import wav2lip_mel
+from iris_pipeline.chunking import stitch_audio
 from iris_pipeline.errors import InputError
-from iris_pipeline.lipsync import LipsyncStream, place_chunk_mel
+from iris_pipeline.lipsync import LipsyncStream
+from iris_pipeline.timebase import MEL_WINDOW, Timeline, clamped_window_start, mel_column_count
 
 RATE = 24000
 FPS = 25.0
@@ -45,7 +46,7 @@ def check_frames_tile_the_clip(results: list, samples: int) -> None:
         assert request.frame_start == frame, (request.frame_start, frame)
         frame += request.frame_count
         for f in range(request.frame_start, request.frame_start + request.frame_count):
-            local = mel_window_start(f, FPS, request.total_mel_frames) - request.mel_offset
+            local = clamped_window_start(f, FPS, request.total_mel_frames) - request.mel_offset
             assert 0 <= local <= request.mel.shape[1] - MEL_WINDOW, (f, local, request.mel.shape)
     assert frame == timeline.num_frames
     assert results[-1].frames.total_mel_frames == timeline.mel_frames
@@ -90,19 +91,11 @@ def test_fastpitch_mode_places_each_chunk_mel_on_the_clip_grid():
             assert (request.mel[0] - times).abs().max() <= 2 / 80  # nearest column; the end repeats one
 
 
-def test_place_chunk_mel_tiles_chunks_without_gaps_or_doubles():
-    starts = [0, 7000, 7001, 31999]
-    ends = [*starts[1:], 50000]
-    placed = [place_chunk_mel(torch.zeros(80, 1 + (end - start) * 80 // RATE), start, end - start, RATE)
-              for start, end in zip(starts, ends, strict=True)]
-    assert sum(p.shape[1] for p in placed) == -(-50000 * 80 // RATE)
-
-
 def test_a_clip_shorter_than_one_window_is_one_clear_line():
     s = stream("speech")
     with pytest.raises(InputError, match=r"^speech: 0\.100 s is shorter than one Wav2Lip window"):
         s.push(s.stitch(0.1 * torch.ones(2400), last=True))
-    assert wav2lip_mel_frames(2400, RATE) < MEL_WINDOW
+    assert mel_column_count(2400, RATE) < MEL_WINDOW
 
 
 def test_misuse_is_refused():
