@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict
 
 from iris_pipeline import models
 from iris_pipeline.alignment import beta_binomial_prior, monotonic_alignment_search
@@ -39,6 +38,7 @@ from iris_pipeline.errors import ConfigError, InputError
 from iris_pipeline.melbridge import MelBridge
 from iris_pipeline.models.fastpitch import regulate_length
 from iris_pipeline.models.fastpitch.mel import FASTPITCH_MEL, fastpitch_mel
+from iris_pipeline.stage_options import FastPitchOptions
 from iris_pipeline.stages.backend_support import check_profile, parse_own_options
 from iris_pipeline.stages.base import Stage
 from iris_pipeline.subtitles import spans_to_word_timings, symbol_timings
@@ -47,12 +47,6 @@ from iris_pipeline.text.fastpitch_en import EncodedText, encode, warm_up
 LipsyncFeatures = Literal["fastpitch", "speech"]
 # Both STFTs reflect-pad by half a window (512 samples at 22.05 kHz): shorter audio has no mel.
 MIN_SPEECH_SECONDS = 0.05
-
-
-class FastPitchOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-    use_prior: bool = True
 
 
 def parse_options(options: dict[str, Any]) -> FastPitchOptions:
