@@ -1,4 +1,10 @@
-"""Stage-specific settings: the pydantic model of each stage's `options` in the pipeline config."""
+"""Stage-specific settings: the pydantic model of each stage's `options` in the pipeline config.
+
+Every stage's options carry its own keys plus `backend` (`BackendOptions`: engine cache, TensorRT,
+compile and INT8 settings). `PipelineConfig` holds them typed, so a typo or a bad value is refused
+when the config is loaded (one line naming `<stage>.options.<key>`), and `iris config show` prints
+every option with its default.
+"""
 
 from __future__ import annotations
 
@@ -12,10 +18,51 @@ from iris_pipeline.models.rvc.inference import RMS_MIX_RATE
 from iris_pipeline.models.vallex.decode import CAPACITY_BUCKETS, check_capacity_buckets
 
 
-class RVCOptions(BaseModel):
-    """`rvc.options` of the pipeline config."""
-
+class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+class Int8Options(_Strict):
+    """Explicit INT8 (ModelOpt Q/DQ): calibration set, calibration method, the precision of the
+    non-quantised rest of the graph, and the accuracy gate (None = the graph's default threshold)."""
+
+    calibration_samples: int = Field(default=16, ge=1, le=4096)
+    held_out_samples: int = Field(default=4, ge=1, le=1024)
+    seed: int = 0
+    method: Literal["max", "entropy"] = "max"
+    high_precision: Literal["fp16", "fp32"] = "fp16"
+    quantize_attention: bool = False  # Q/DQ on attention's activation x activation matmuls too
+    min_cosine: float | None = Field(default=None, ge=-1.0, le=1.0)
+    max_abs_error: float | None = Field(default=None, gt=0.0)
+
+
+class BackendOptions(_Strict):
+    engine_dir: Path | None = None
+    onnx_opset: int = Field(default=17, ge=13, le=21)
+    # TensorRT
+    workspace_gb: float = Field(default=4.0, gt=0.0, le=512.0)
+    builder_optimization_level: int | None = Field(default=None, ge=0, le=5)
+    strongly_typed: bool | None = None  # None: where the TensorRT in use supports it
+    # eager
+    autocast: bool = False  # fp16/bf16 by autocast (weights stay fp32) instead of casting the module
+    # compile
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = (
+        "default"
+    )
+    compile_dynamic: bool | None = None
+    compile_fullgraph: bool = False
+    aot: bool = False  # compile ahead of time (AOTInductor package in the engine cache)
+    int8: Int8Options = Field(default_factory=Int8Options)
+
+
+class StageOptions(_Strict):
+    """What every stage's options hold: the backend settings."""
+
+    backend: BackendOptions = Field(default_factory=BackendOptions)
+
+
+class RVCOptions(StageOptions):
+    """`rvc.options` of the pipeline config."""
 
     model: Literal["rvc_v2_40k", "rvc_v2_48k"] = "rvc_v2_40k"
     pitch_shift: float = Field(default=0.0, ge=-24.0, le=24.0, description="transposition in semitones")
@@ -48,10 +95,8 @@ class RVCOptions(BaseModel):
         return self
 
 
-class VallexOptions(BaseModel):
+class VallexOptions(StageOptions):
     """`vallex.options` of the pipeline config."""
-
-    model_config = ConfigDict(extra="forbid")
 
     top_k: int = Field(default=-100, description="<= 0: no top-k (official)")
     temperature: float = Field(default=1.0, gt=0.0, le=10.0)
@@ -85,16 +130,16 @@ class VallexOptions(BaseModel):
         return list(check_capacity_buckets(value))
 
 
-class FastPitchOptions(BaseModel):
+class FastPitchOptions(StageOptions):
+    """`fastpitch.options` of the pipeline config."""
+
     model_config = ConfigDict(extra="forbid", strict=True)
 
     use_prior: bool = True
 
 
-class Wav2LipOptions(BaseModel):
+class Wav2LipOptions(StageOptions):
     """`wav2lip.options` of the pipeline config."""
-
-    model_config = ConfigDict(extra="forbid")
 
     batch_size: int = Field(default=128, ge=1, le=4096, description="frames per generator call")
     face_detector: Literal["auto", "s3fd", "cascade"] = "auto"

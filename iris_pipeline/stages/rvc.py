@@ -19,7 +19,7 @@ import torch
 
 from iris_pipeline import models
 from iris_pipeline.audio import Waveform, check_waveform, resample
-from iris_pipeline.backends import backend_options, compile_callable
+from iris_pipeline.backends import compile_callable
 from iris_pipeline.cache import (
     DiskCache,
     EntrySchema,
@@ -28,7 +28,7 @@ from iris_pipeline.cache import (
     default_cache_dir,
     tensor_hash,
 )
-from iris_pipeline.config import StageConfig
+from iris_pipeline.config import RVCConfig
 from iris_pipeline.errors import ConfigError, InputError
 from iris_pipeline.models.rvc.inference import (
     CHUNKS_FULL,
@@ -37,8 +37,7 @@ from iris_pipeline.models.rvc.inference import (
     VoiceConverter,
 )
 from iris_pipeline.models.rvc.retrieval import FeatureIndex
-from iris_pipeline.stage_options import RVCOptions
-from iris_pipeline.stages.backend_support import parse_own_options, require_backend
+from iris_pipeline.stages.backend_support import require_backend
 from iris_pipeline.stages.base import Stage
 
 PROMPT_SAMPLE_RATE = 24000  # VALL-E X / EnCodec rate
@@ -54,10 +53,6 @@ PROMPT_CACHE_SCHEMA = EntrySchema(
     else f"a prompt of {entry['samples'].shape[0]} samples at {entry['sample_rate']} Hz",
 )
 
-
-def parse_options(options: dict[str, Any]) -> RVCOptions:
-    """The stage's own options; the `backend` sub-mapping is validated by `backends.backend_options`."""
-    return parse_own_options(options, RVCOptions, "rvc")
 
 
 def check_reference(reference: Waveform) -> None:
@@ -76,13 +71,13 @@ class RVCStage(Stage):
     inputs: ClassVar[tuple[str, ...]] = ("reference",)
     outputs: ClassVar[tuple[str, ...]] = ("prompt",)
 
-    def __init__(self, config: StageConfig, size: str = "full", device: str | torch.device = "cpu",
+    def __init__(self, config: RVCConfig, size: str = "full", device: str | torch.device = "cpu",
                  seed: int = 0):
         super().__init__(config, size, device)
         require_backend(config, self.name, ("eager", "compile"),
                         "for RVC (one conversion per reference, cached on disk: an engine would not pay off)")
-        self.options = parse_options(config.options)
-        self.backend_options = backend_options(config, self.name)
+        self.options = config.options
+        self.backend_options = config.options.backend
         self.seed = seed
         self.converter: VoiceConverter | None = None
         self.voice_hash: str | None = None

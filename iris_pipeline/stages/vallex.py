@@ -26,8 +26,7 @@ import torch
 
 from iris_pipeline import models
 from iris_pipeline.audio import Waveform, check_waveform, resample
-from iris_pipeline.backends import backend_options
-from iris_pipeline.config import StageConfig
+from iris_pipeline.config import VallexConfig
 from iris_pipeline.errors import ConfigError, InputError
 from iris_pipeline.models.vallex.config import LANGUAGE_IDS, NUM_QUANTIZERS, SAMPLE_RATE
 from iris_pipeline.models.vallex.decode import (
@@ -35,17 +34,11 @@ from iris_pipeline.models.vallex.decode import (
     Sampling,
     VallexDecoder,
 )
-from iris_pipeline.stage_options import VallexOptions
-from iris_pipeline.stages.backend_support import parse_own_options, require_backend
+from iris_pipeline.stages.backend_support import require_backend
 from iris_pipeline.stages.base import Stage
 from iris_pipeline.stages.contracts import VallexPrompt
 from iris_pipeline.text.vallex_g2p import LANGUAGES, phonemize
 from iris_pipeline.text.vallex_sentences import split_sentences
-
-
-def parse_options(options: dict[str, Any]) -> VallexOptions:
-    """The stage's own options; the `backend` sub-mapping is validated by `backends.backend_options`."""
-    return parse_own_options(options, VallexOptions, "vallex")
 
 
 def _split_frames(total: int, weights: list[int]) -> list[int]:
@@ -65,12 +58,12 @@ class VallexStage(Stage):
     inputs: ClassVar[tuple[str, ...]] = ("text", "language", "prompt")
     outputs: ClassVar[tuple[str, ...]] = ("speech", "codes")
 
-    def __init__(self, config: StageConfig, size: str = "full", device: str | torch.device = "cpu",
+    def __init__(self, config: VallexConfig, size: str = "full", device: str | torch.device = "cpu",
                  seed: int = 0):
         super().__init__(config, size, device)
         require_backend(config, self.name, ("eager", "compile"), "for the autoregressive decode")
-        self.options = parse_options(config.options)
-        self.backend_options = backend_options(config, self.name)
+        self.options = config.options
+        self.backend_options = config.options.backend
         self.seed = seed
         self.model: torch.nn.Module | None = None
         self.encodec: torch.nn.Module | None = None

@@ -29,25 +29,20 @@ from iris_pipeline.avatar import (
     Progress,
     prepare_avatar,
 )
-from iris_pipeline.backends import GraphSpec, PreparedGraph, backend_options, prepare_graph
+from iris_pipeline.backends import GraphSpec, PreparedGraph, prepare_graph
 from iris_pipeline.backends.stage_graphs import WAV2LIP_PROFILES, wav2lip_graph
 from iris_pipeline.backends.tensorrt import tensorrt_unavailable_reason
 from iris_pipeline.cache import DiskCache, default_cache_dir
-from iris_pipeline.config import StageConfig
+from iris_pipeline.config import Wav2LipConfig
 from iris_pipeline.errors import ConfigError, InputError
 from iris_pipeline.face_detectors import FaceDetector, make_face_detector
-from iris_pipeline.stage_options import Wav2LipOptions
-from iris_pipeline.stages.backend_support import check_profile, parse_own_options
+from iris_pipeline.stages.backend_support import check_profile
 from iris_pipeline.stages.base import Stage
 
 MEL_STEP = 16  # mel frames per window
 MEL_FRAMES_PER_SECOND = 80.0
 MEL_BINS = 80
 
-
-def parse_options(options: dict[str, Any]) -> Wav2LipOptions:
-    """The stage's own options; the `backend` sub-mapping is validated by `backends.backend_options`."""
-    return parse_own_options(options, Wav2LipOptions, "wav2lip")
 
 
 def mel_window_starts(frames: torch.Tensor, fps: float, total_mel_frames: int) -> torch.Tensor:
@@ -75,11 +70,11 @@ class Wav2LipStage(Stage):
         "mel", "mel_offset", "total_mel_frames", "avatar", "frame_start", "frame_count", "fps")
     outputs: ClassVar[tuple[str, ...]] = ("frames",)
 
-    def __init__(self, config: StageConfig, size: str = "full", device: str | torch.device = "cpu",
+    def __init__(self, config: Wav2LipConfig, size: str = "full", device: str | torch.device = "cpu",
                  seed: int = 0):
         super().__init__(config, size, device)
-        self.options = parse_options(config.options)
-        self.backend_options = backend_options(config, self.name)
+        self.options = config.options
+        self.backend_options = config.options.backend
         self.seed = seed
         self._model: torch.nn.Module | None = None
         self._graph: PreparedGraph | None = None

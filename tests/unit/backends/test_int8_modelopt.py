@@ -99,11 +99,11 @@ def test_int8_graph_keeps_fp32_where_the_graph_asks(tmp_path):
 
 
 def test_int8_options_refuse_unknown_methods_with_one_line():
-    from iris_pipeline.backends.options import parse_backend_options
+    from iris_pipeline.config import parse_pipeline_config
     from iris_pipeline.errors import ConfigError
 
-    with pytest.raises(ConfigError, match=r"^wav2lip\.options\.backend\.int8\.method: [^\n]+$"):
-        parse_backend_options({"int8": {"method": "percentile"}}, "wav2lip")
+    with pytest.raises(ConfigError, match=r"^config: wav2lip\.options\.backend\.int8\.method: [^\n]+$"):
+        parse_pipeline_config({"wav2lip": {"options": {"backend": {"int8": {"method": "percentile"}}}}})
 
 
 def test_gate_refuses_outside_thresholds():

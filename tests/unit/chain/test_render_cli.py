@@ -261,14 +261,14 @@ def test_random_weights_note_counts_every_model_the_stages_load(tmp_path):
     cfg = apply_checkpoint_dir(PipelineConfig(), placeholder_checkpoint_dir(tmp_path))
     assert not uses_random_weights(cfg)
     without_s3fd = cfg.model_copy(deep=True)
-    del without_s3fd.wav2lip.options["s3fd_checkpoint"]  # the cascade finds faces: nothing random
+    without_s3fd.wav2lip.options.s3fd_checkpoint = None  # the cascade finds faces: nothing random
     assert not uses_random_weights(without_s3fd)
     without_hubert = cfg.model_copy(deep=True)
-    del without_hubert.rvc.options["hubert_checkpoint"]  # the stage has its own file, a model inside has not
+    without_hubert.rvc.options.hubert_checkpoint = None  # the stage has its own file, a model inside has not
     assert without_hubert.rvc.checkpoint is not None and uses_random_weights(without_hubert)
     encodec_decoder = cfg.model_copy(deep=True)
-    encodec_decoder.vallex.options = {**encodec_decoder.vallex.options, "decoder": "encodec"}
-    del encodec_decoder.vallex.options["vocos_checkpoint"]  # not loaded when EnCodec decodes
+    encodec_decoder.vallex.options.decoder = "encodec"
+    encodec_decoder.vallex.options.vocos_checkpoint = None  # not loaded when EnCodec decodes
     assert not uses_random_weights(encodec_decoder)
 
 
@@ -393,7 +393,7 @@ def test_avatar_before_models_and_close_abandons_the_job_in_flight(tmp_path):
     cfg = parse_pipeline_config({**TINY_CONFIG, "size": "tiny", "device": "cpu",
                                  "chunking": {"chunk_seconds": 2.0}})
     cfg.stage("rvc").options = {"cache": False}
-    cfg.stage("wav2lip").options = {**cfg.stage("wav2lip").options, "cache_dir": str(tmp_path / "avatars")}
+    cfg.wav2lip.options.cache_dir = tmp_path / "avatars"
     pipeline = Pipeline(cfg)
     avatar = pipeline.prepare_avatar(FACE)
     assert not pipeline.stages["wav2lip"].prepared  # the face detector ran; the generator is not loaded yet

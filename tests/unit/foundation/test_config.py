@@ -124,3 +124,27 @@ def test_bad_config_exits_non_zero_with_one_line(tmp_path: Path):
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1, proc.stderr
     assert "vallex.precision" in lines[0] and "'fp64'" in lines[0]
+
+
+def test_a_stage_option_typo_is_refused_at_load_with_the_key_and_the_allowed_ones():
+    with pytest.raises(ConfigError) as info:
+        parse_pipeline_config({"vallex": {"options": {"max_btach": 4}}})
+    message = str(info.value)
+    assert message.startswith("config: vallex.options.max_btach: unknown option; allowed: "), message
+    assert "max_batch" in message, message
+
+
+def test_every_stage_option_is_in_the_effective_config_with_its_default():
+    dumped = PipelineConfig().model_dump(mode="json")
+    for stage in STAGE_ORDER:
+        options = dumped[stage]["options"]
+        assert "backend" in options, stage
+        assert options["backend"]["workspace_gb"] == 4.0, stage
+    assert dumped["vallex"]["options"]["max_batch"] == 16
+    assert dumped["wav2lip"]["options"]["batch_size"] == 128
+
+
+def test_stage_options_are_typed_objects():
+    cfg = parse_pipeline_config({"rvc": {"options": {"pitch_shift": 3}}})
+    assert cfg.rvc.options.pitch_shift == 3.0
+    assert cfg.rvc.options.model == "rvc_v2_40k"  # the default of a key the file leaves out

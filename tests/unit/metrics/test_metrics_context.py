@@ -12,7 +12,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from iris_pipeline.config import STAGE_ORDER, PipelineConfig, StageConfig
+from iris_pipeline.config import STAGE_ORDER, PipelineConfig, VallexConfig, Wav2LipConfig
 from iris_pipeline.metrics import capture_context, git_info, repository_root
 
 REQUIRED = [
@@ -50,8 +50,8 @@ def test_context_has_every_key_and_the_checkout_commit() -> None:
 
 
 def test_context_carries_the_pipeline_settings() -> None:
-    config = PipelineConfig(size="tiny", device="cpu", vallex=StageConfig(precision="bf16", backend="compile"),
-                            wav2lip=StageConfig(precision="int8", backend="tensorrt", device="cuda:1"))
+    config = PipelineConfig(size="tiny", device="cpu", vallex=VallexConfig(precision="bf16", backend="compile"),
+                            wav2lip=Wav2LipConfig(precision="int8", backend="tensorrt", device="cuda:1"))
     context = capture_context(config)
     assert context["config_hash"] == config.config_hash()
     assert (context["vallex_precision"], context["vallex_backend"]) == ("bf16", "compile")

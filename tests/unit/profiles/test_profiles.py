@@ -60,7 +60,7 @@ def test_config_file_overrides_the_profile_and_flags_override_both():
     file_data = {"wav2lip": {"precision": "fp16", "options": {"backend": {"workspace_gb": 2.0}}}}
     cfg = _config(optimised, file_data)
     assert (cfg.wav2lip.backend, cfg.wav2lip.precision) == ("tensorrt", "fp16")
-    assert cfg.wav2lip.options == {"backend": {"workspace_gb": 2.0}}
+    assert cfg.wav2lip.options.model_dump(exclude_unset=True) == {"backend": {"workspace_gb": 2.0}}
     flagged = _config(optimised, file_data, stage_backend={"wav2lip": "eager"})
     assert flagged.wav2lip.backend == "eager" and flagged.fastpitch.backend == "tensorrt"
 

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from iris_pipeline.audio import Waveform
-from iris_pipeline.config import StageConfig
+from iris_pipeline.config import RVCConfig, parse_pipeline_config
 from iris_pipeline.errors import ConfigError, InputError
 from iris_pipeline.models.rvc.inference import split_points
 from iris_pipeline.stages.rvc import PROMPT_SAMPLE_RATE, RVCStage
@@ -29,7 +29,7 @@ def one_thread():
 
 def make_stage(tmp_path, **options) -> RVCStage:
     options = {"cache_dir": str(tmp_path / "cache"), **options}
-    stage = RVCStage(StageConfig(precision="fp32", options=options), size="tiny")
+    stage = RVCStage(RVCConfig(precision="fp32", options=options), size="tiny")
     stage.prepare()
     return stage
 
@@ -200,4 +200,4 @@ def test_bad_reference_gives_one_clear_line(stages, reference, words):
 ])
 def test_bad_options_are_config_errors(options, words):
     with pytest.raises(ConfigError, match=words.replace("(", r"\(").replace(")", r"\)")):
-        RVCStage(StageConfig(options=options), size="tiny")
+        parse_pipeline_config({"rvc": {"options": options}})
