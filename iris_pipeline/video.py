@@ -221,10 +221,6 @@ class Mp4Info:
     audio_samples: int  # decoded samples (AAC rounds up to whole 1024-sample frames)
     audio_seconds: float | None  # the stream's declared duration
 
-    @property
-    def video_seconds(self) -> float:
-        return self.frame_count / self.fps
-
 
 def read_mp4_info(path: str | Path) -> Mp4Info:
     """Decode a video file and report its streams (frame count by decoding, not by metadata)."""
