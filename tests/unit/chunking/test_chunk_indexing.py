@@ -24,14 +24,12 @@ from iris_pipeline.chunking import (
     mel_columns_ready,
     mel_window_start,
     plan_chunks,
-    prefix_samples_for_columns,
-    stitch_audio,
     video_frame_count,
     wav2lip_mel_columns,
     wav2lip_mel_frames,
-    wav2lip_mel_prefix,
 )
 from iris_pipeline.errors import InputError
+from tests.support.chunking import prefix_samples_for_columns, stitch_audio, wav2lip_mel_prefix
 
 _WORDS = ["the", "avatar", "speaks,", "slowly;", "and", "then", "stops.", "Why?", "rendering", "a",
           "clip", "of", "speech", "今天天气很好。", "你好，"]

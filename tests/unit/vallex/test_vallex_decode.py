@@ -9,7 +9,7 @@ from iris_pipeline import models
 from iris_pipeline.errors import InputError
 from iris_pipeline.models.vallex.config import EOS_ID
 from iris_pipeline.models.vallex.decode import DecodeRequest, Sampling, VallexDecoder, gumbel_argmax
-from iris_pipeline.models.vallex.perf import count_step_kernels, hbm_floor, synthetic_requests, time_ar_steps
+from tests.support.vallex_perf import count_step_kernels, hbm_floor, synthetic_requests, time_ar_steps
 
 # KV-cache logits vs full recompute, fp32: observed max |diff| ~1e-6 (summation order only).
 LOGIT_ATOL = 1e-4
