@@ -127,9 +127,9 @@ def test_two_worker_processes_interleave_flag_a_slower_head_and_note_dropped_opt
                         lambda cfg: {**cfg.model_dump(mode="json", exclude_unset=True),
                                      "chunking": {"option_of_a_later_release": 1}})
     console = Console(file=io.StringIO(), width=200)
-    run = abrun.run_ab_command(settings, config, tmp_path, None, repository_root(),
-                               abrun.ABOptions(pairs=PAIRS, warmup=1, floor_ms=1.0), console, None,
-                               factory=factory, factory_args=({"scale": 1.0}, {"scale": 2.0}))
+    command = abrun.ABCommand(settings=settings, config=config, out_dir=tmp_path, ref=None,
+                              base_dir=repository_root(), options=abrun.ABOptions(pairs=PAIRS, warmup=1, floor_ms=1.0))
+    run = abrun.run_ab_command(command, console, None, factory=factory, factory_args=({"scale": 1.0}, {"scale": 2.0}))
     rows = read_csv(tmp_path / "ab.csv")
     assert run.verdict == abtest.REGRESSION and rows[0]["verdict"] == abtest.REGRESSION, rows[0]["reason"]
     assert int(rows[0]["pairs"]) == PAIRS and rows[0]["pairs_how"] == "fixed by --ab-pairs"
