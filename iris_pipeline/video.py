@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -21,6 +22,7 @@ import torch
 from iris_pipeline.atomic import create_temp_file
 from iris_pipeline.audio import WAV2LIP_MEL, Waveform, wav2lip_mel_frames
 from iris_pipeline.errors import InputError
+from iris_pipeline.subtitles import WordTiming, write_webvtt
 
 _AUDIO_FRAME = 1024  # AAC frame size in samples
 
@@ -191,6 +193,23 @@ class Mp4Writer:
             self.close()
         else:
             self.abort()
+
+
+def close_with_subtitles(writer: Mp4Writer, words: Sequence[WordTiming]) -> tuple[Path, Path]:
+    """Finish a streamed clip: its .vtt beside the mp4 (same name), then the mp4. All or nothing: when
+    either fails, the new .vtt is removed and the mp4's temporary file with it. Returns (mp4, vtt)."""
+    vtt = writer.path.with_suffix(".vtt")
+    try:
+        write_webvtt(vtt, words)
+        try:
+            mp4 = writer.close()
+        except BaseException:
+            vtt.unlink(missing_ok=True)
+            raise
+    except BaseException:
+        writer.abort()
+        raise
+    return mp4, vtt
 
 
 def write_mp4(path: str | Path, frames: Any, fps: float, speech: Waveform | None = None) -> Path:
