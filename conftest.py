@@ -81,6 +81,16 @@ def parse_clip_lengths(text: str) -> list[float]:
         raise pytest.UsageError(str(exc)) from None
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread for a module's tests: their tensors are small, so threads cost more than they
+    give, and the test machine's cores are shared. Use with `pytestmark = pytest.mark.usefixtures(...)`."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def clip_lengths(pytestconfig: pytest.Config) -> list[float]:
     return parse_clip_lengths(pytestconfig.getoption("--clip-lengths"))

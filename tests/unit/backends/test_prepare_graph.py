@@ -36,7 +36,8 @@ def test_eager_fp32_is_the_module():
     x = torch.randn(2, 4, 16)
     expected = spec.module(x).detach()
     graph = prepare_graph(spec, StageConfig(precision="fp32", backend="eager"), stage="toy", device="cpu")
-    assert graph.describe()["backend"] == "eager" and graph.cached is None
+    assert graph.describe()["backend"] == "eager"
+    assert graph.cached is None
     torch.testing.assert_close(graph(x), expected)
 
 

@@ -40,12 +40,7 @@ TEXT = "The quick brown fox jumps over the lazy dog."
 TRT_REASON = tensorrt_unavailable_reason("cuda")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: small CPU ops, one thread
 
 
 def _wav2lip(tmp_path: Path, backend: str = "eager", precision: str = "fp32", **options) -> Wav2LipStage:

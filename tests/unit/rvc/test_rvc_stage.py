@@ -19,12 +19,7 @@ from iris_pipeline.stages.rvc import PROMPT_SAMPLE_RATE, RVCStage
 RATES = {"rvc_v2_40k": 40000, "rvc_v2_48k": 48000}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: small CPU ops, one thread
 
 
 def make_stage(tmp_path, **options) -> RVCStage:

@@ -15,13 +15,7 @@ from tests.support.vallex_perf import count_step_kernels, hbm_floor, synthetic_r
 LOGIT_ATOL = 1e-4
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny matrices: one thread is fastest, and the machine's cores are shared."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: small CPU ops, one thread
 
 
 @pytest.fixture(scope="module")

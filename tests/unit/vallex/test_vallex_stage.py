@@ -12,13 +12,7 @@ from iris_pipeline.config import VallexConfig, parse_pipeline_config
 from iris_pipeline.errors import ConfigError, InputError
 from iris_pipeline.stages.vallex import VallexPrompt, VallexStage
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: small CPU ops, one thread
 
 
 def make_stage(**options) -> VallexStage:
