@@ -294,7 +294,8 @@ def _write_clip(pipeline, job, out: Path, report: RenderProgress | None = None):
     A chunk is dropped as soon as it is written (only its words stay, for the subtitles), so the
     memory of a render does not grow with the clip's length.
     """
-    from iris_pipeline.pipeline import CODEC_RATE, ClipTally
+    from iris_pipeline.pipeline import ClipTally
+    from iris_pipeline.timebase import CODEC_RATE
     from iris_pipeline.video import Mp4Writer, close_with_subtitles
 
     handle = pipeline.submit(job)

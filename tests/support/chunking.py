@@ -1,5 +1,5 @@
-"""Reference forms of the chunking arithmetic that only tests use: the whole clip stitched at once,
-the mel of a prefix from column 0, and the shortest prefix that fixes a number of mel columns.
+"""Reference forms of the chunking code that only tests use: the whole clip stitched at once, and
+the mel of a prefix from column 0.
 Production streams through `chunking.AudioStitcher` and `chunking.wav2lip_mel_columns` instead."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import torch
 
-from iris_pipeline.chunking import AudioStitcher, StitchLayout, mel_columns_ready, wav2lip_mel_columns
+from iris_pipeline.chunking import AudioStitcher, StitchLayout, wav2lip_mel_columns
 
 
 def stitch_audio(chunks: Sequence[torch.Tensor], overlap: int) -> torch.Tensor:
@@ -19,20 +19,6 @@ def stitch_audio(chunks: Sequence[torch.Tensor], overlap: int) -> torch.Tensor:
     out = torch.cat(parts)
     assert out.shape[0] == layout.total_length
     return out
-
-
-def prefix_samples_for_columns(columns: int, sample_rate: int, total_samples: int) -> int:
-    """The shortest prefix of the clip after which its first `columns` mel columns are final."""
-    if columns <= 0:
-        return 0
-    lo, hi = 0, total_samples
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if mel_columns_ready(mid, sample_rate, total_samples) >= columns:
-            hi = mid
-        else:
-            lo = mid + 1
-    return lo
 
 
 def wav2lip_mel_prefix(prefix: torch.Tensor, sample_rate: int,

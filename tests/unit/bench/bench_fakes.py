@@ -17,8 +17,8 @@ from typing import Any
 import torch
 
 from iris_pipeline.audio import Waveform
+from iris_pipeline.timebase import CODEC_HOP, CODEC_RATE
 
-CODEC_RATE = 24000
 FRAME_SIZE = 32  # fake avatar frames are 32x32 RGB
 
 
@@ -71,7 +71,7 @@ class FakeVallex(_FakeStage):
     def run_batch(self, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
         frames = [r["num_frames"] or 75 for r in requests]
         _sleep(self.costs.vallex_ms_per_s * self.costs.scale * max(frames) / 75 + self._extra())
-        return [{"speech": Waveform(0.1 * torch.sin(torch.arange(f * 320) / 20.0), CODEC_RATE),
+        return [{"speech": Waveform(0.1 * torch.sin(torch.arange(f * CODEC_HOP) / 20.0), CODEC_RATE),
                  "codes": torch.zeros(f, 8, dtype=torch.long)} for f in frames]
 
 

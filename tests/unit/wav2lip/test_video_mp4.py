@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from iris_pipeline.subtitles import WordTiming
-from iris_pipeline.video import Mp4Writer, close_with_subtitles, fps_fraction, frame_count_for, read_mp4_info
+from iris_pipeline.timebase import fps_fraction, video_frame_count
+from iris_pipeline.video import Mp4Writer, close_with_subtitles, read_mp4_info
 
 
 # The official Wav2Lip count: M = 1 + ceil(N * 16000 / sr) // 200 mel columns; frames i with
@@ -18,7 +19,7 @@ from iris_pipeline.video import Mp4Writer, close_with_subtitles, fps_fraction, f
     (1, 16000, 25.0, 1),  # shorter than one window: the one frame showing the last columns
 ])
 def test_frame_count_is_the_official_wav2lip_count(samples, rate, fps, frames):
-    assert frame_count_for(samples, rate, fps) == frames
+    assert video_frame_count(samples, rate, fps) == frames
     assert fps_fraction(30000 / 1001).denominator == 1001
 
 
