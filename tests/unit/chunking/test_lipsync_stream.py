@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from iris_pipeline.audio import wav2lip_mel
-from iris_pipeline.chunking import stitch_audio
 from iris_pipeline.errors import InputError
 from iris_pipeline.lipsync import LipsyncStream
 from iris_pipeline.timebase import MEL_WINDOW, Timeline, clamped_window_start, mel_column_count
+from tests.support.chunking import stitch_audio
 
 RATE = 24000
 FPS = 25.0

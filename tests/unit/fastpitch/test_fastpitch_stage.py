@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from iris_pipeline.audio import Waveform, read_audio, resample_waveform, wav2lip_mel
-from iris_pipeline.config import StageConfig
+from iris_pipeline.config import FastPitchConfig, parse_pipeline_config
 from iris_pipeline.errors import ConfigError, InputError
 from iris_pipeline.stages.contracts import AlignRequest, AlignResult
 from iris_pipeline.stages.fastpitch import FastPitchStage
@@ -27,7 +27,7 @@ def speech() -> Waveform:
 
 @pytest.fixture(scope="module")
 def stage() -> FastPitchStage:
-    s = FastPitchStage(StageConfig(precision="fp32"), size="tiny")
+    s = FastPitchStage(FastPitchConfig(precision="fp32"), size="tiny")
     s.prepare()
     return s
 
@@ -58,7 +58,7 @@ def test_forced_render_has_exactly_the_aligned_frames(stage, speech):
 
 
 def test_speech_mode_aligns_and_renders_no_mel(stage, speech):
-    s = FastPitchStage(StageConfig(precision="fp32"), size="tiny", lipsync_features="speech")
+    s = FastPitchStage(FastPitchConfig(precision="fp32"), size="tiny", lipsync_features="speech")
     s.prepare()
     out = s.align_chunk(AlignRequest(TEXT, speech))
     assert out.lipsync_mel is None  # the lips follow the whole clip's own mel, computed by its caller
@@ -69,13 +69,13 @@ def test_speech_mode_aligns_and_renders_no_mel(stage, speech):
 
 
 def test_aligning_before_prepare_is_refused(speech):
-    idle = FastPitchStage(StageConfig(precision="fp32"), size="tiny")
+    idle = FastPitchStage(FastPitchConfig(precision="fp32"), size="tiny")
     with pytest.raises(RuntimeError, match=r"fastpitch\.align_chunk\(\) called before prepare\(\)"):
         idle.align_chunk(AlignRequest(TEXT, speech))
 
 
 def test_bf16_runs_and_keeps_the_shapes(speech):
-    s = FastPitchStage(StageConfig(precision="bf16"), size="tiny")
+    s = FastPitchStage(FastPitchConfig(precision="bf16"), size="tiny")
     s.prepare()
     out = s.align_chunk(AlignRequest("Hello there.", speech))
     assert out.lipsync_mel.dtype == torch.float32 and torch.isfinite(out.lipsync_mel).all()
@@ -101,8 +101,8 @@ def test_nan_audio_is_refused(stage, speech):
 
 def test_unknown_option_and_bad_mode_are_config_errors():
     with pytest.raises(ConfigError, match="fastpitch.options.pace: unknown option"):
-        FastPitchStage(StageConfig(options={"pace": 1.2}), size="tiny")
+        parse_pipeline_config({"fastpitch": {"options": {"pace": 1.2}}})
     with pytest.raises(ConfigError, match="fastpitch.options.use_prior"):
-        FastPitchStage(StageConfig(options={"use_prior": "yes"}), size="tiny")
+        parse_pipeline_config({"fastpitch": {"options": {"use_prior": "yes"}}})
     with pytest.raises(ConfigError, match="lipsync_features"):
-        FastPitchStage(StageConfig(), size="tiny", lipsync_features="video")
+        FastPitchStage(FastPitchConfig(), size="tiny", lipsync_features="video")
