@@ -2,7 +2,8 @@
 
 Three workers joined by bounded queues carry every job's chunks through the stages:
 
-    tts      RVC prompt (cached) + VALL-E X, chunk by chunk; chunks of several jobs are batched
+    tts      RVC prompt (cached) + VALL-E X; the scheduler (`scheduling`) decides which chunks of
+             which jobs decode together
     lipsync  audio stitching (equal-power cross-fades) + the lip-sync mel (FastPitch or the speech's)
     render   Wav2Lip for every frame whose mel window is complete, frames to the host
 
@@ -37,6 +38,8 @@ from iris_pipeline.config import PipelineConfig
 from iris_pipeline.errors import InputError
 from iris_pipeline.metrics import RegionTimer
 from iris_pipeline.placement import Placement, Ready
+from iris_pipeline.scheduling import Scheduler, make_scheduler
+from iris_pipeline.stages.contracts import SpeechRequest
 
 CODEC_RATE = 24000  # VALL-E X speech, samples per second
 CODEC_HOP = 320  # samples per EnCodec frame: 75 frames per second
@@ -219,6 +222,12 @@ class ClipTally:
 
 
 @dataclass
+class _SpeechPlan:
+    requests: list[SpeechRequest]  # one per chunk, in order
+    total_samples: int | None  # the clip's length when imposed
+
+
+@dataclass
 class _SpeechChunk:
     handle: JobHandle
     index: int
@@ -304,6 +313,7 @@ class Pipeline:
         self._lipsync_in: queue.Queue = queue.Queue(maxsize=_QUEUE_DEPTH)
         self._render_in: queue.Queue = queue.Queue(maxsize=_QUEUE_DEPTH)
         self._lipsync_state: dict[int, _LipsyncState] = {}
+        self._scheduler: Scheduler | None = None
         self._prompts: OrderedDict[tuple, Any] = OrderedDict()
         self._prompts_lock = threading.Lock()
         self._closed = False
@@ -323,6 +333,7 @@ class Pipeline:
                 self.stages[name] = self._stage_factory(name, self.config, self.placement.devices[name])
             with self.placement.on(name):
                 self.stages[name].prepare()  # idempotent; a stage built by prepare_avatar() loads here
+        self._scheduler = make_scheduler(self.stages["vallex"])  # the tts worker's alone from here on
         for target, name in ((self._tts_worker, "iris-tts"), (self._lipsync_worker, "iris-lipsync"),
                              (self._render_worker, "iris-render")):
             thread = threading.Thread(target=target, name=name, daemon=True)
@@ -494,65 +505,76 @@ class Pipeline:
         return chunking.crossfade_samples(self.config.chunking.crossfade_ms, CODEC_RATE, granularity=CODEC_HOP)
 
     def _tts_worker(self) -> None:
+        """Feed planned jobs to the scheduler (`vallex.options.scheduler`) while it takes them, step it,
+        and move each finished chunk to the lipsync queue; block only when nothing is in flight."""
+        scheduler = self._scheduler
+        plans: dict[JobHandle, _SpeechPlan] = {}
+        refused: JobHandle | None = None  # planned, not taken by the scheduler yet (back-pressure)
         while True:
-            first = self._tts_in.get()
-            if first is _STOP:
-                self._lipsync_in.put(_STOP)
-                return
-            if self._closed:
-                self._abandon(first)
-                continue
-            batch = [first]
-            max_batch = int(getattr(getattr(self.stages["vallex"], "options", None), "max_batch", 1))
-            while len(batch) < max_batch:  # jobs already waiting are decoded together
+            if self._closed:  # pending jobs are abandoned; the _STOP that close() sends ends the loop
+                for dropped in [*scheduler.drop(), *([refused] if refused is not None else [])]:
+                    self._abandon(dropped)
+                refused = None
+                plans.clear()
+            if refused is not None and scheduler.offer(refused, plans[refused].requests):
+                refused = None
+            while refused is None:
                 try:
-                    item = self._tts_in.get_nowait()
+                    handle = self._tts_in.get(block=not scheduler.busy)
                 except queue.Empty:
                     break
-                if item is _STOP:
-                    self._tts_in.put(_STOP)
-                    break
-                batch.append(item)
-            self._run_tts_batch(batch)
+                if handle is _STOP or self._closed:
+                    for dropped in [*scheduler.drop(), *([] if handle is _STOP else [handle])]:
+                        self._abandon(dropped)
+                    if handle is _STOP:
+                        self._lipsync_in.put(_STOP)
+                        return
+                    continue
+                plan = self._speech_plan(handle)
+                if plan is None:
+                    continue
+                plans[handle] = plan
+                if not scheduler.offer(handle, plan.requests):
+                    refused = handle
+            if scheduler.busy:
+                self._tts_step(scheduler, plans)
 
-    def _run_tts_batch(self, handles: list[JobHandle]) -> None:
-        live: list[tuple[JobHandle, Any, list[str], list[int | None], list[int], int | None]] = []
-        for handle in handles:
-            try:
-                texts, frames, minimums, total = self._plan(handle)
-                self._notify("plan", handle.job.job_id, 0, len(texts))
-                live.append((handle, self._voice(handle), texts, frames, minimums, total))
-            except BaseException as exc:  # noqa: BLE001 - delivered to the job's consumer
-                handle._deliver(_Failure(exc))
+    def _speech_plan(self, handle: JobHandle) -> _SpeechPlan | None:
+        """The job's VALL-E X requests, one per chunk (None once a failure is delivered)."""
+        try:
+            texts, frames, minimums, total = self._plan(handle)
+            self._notify("plan", handle.job.job_id, 0, len(texts))
+            prompt = self._voice(handle)
+        except BaseException as exc:  # noqa: BLE001 - delivered to the job's consumer
+            handle._deliver(_Failure(exc))
+            return None
+        job = handle.job
+        # VALL-E X may stop at EOS only once the chunk is long enough to align (min_frames)
+        requests = [SpeechRequest(text=text, language=job.language, prompt=prompt, seed=job.seed, chunk=k,
+                                  num_frames=frames[k], min_frames=minimums[k] if frames[k] is None else None)
+                    for k, text in enumerate(texts)]
+        return _SpeechPlan(requests, total)
+
+    def _tts_step(self, scheduler: Scheduler, plans: dict[JobHandle, _SpeechPlan]) -> None:
         device = self.placement.devices["vallex"]
-        for k in range(max((len(entry[2]) for entry in live), default=0)):
-            if self._closed:
-                for entry in live:
-                    self._abandon(entry[0])
-                return
-            group = [entry for entry in live if k < len(entry[2])]
-            # VALL-E X may stop at EOS only once the chunk is long enough to align (min_frames)
-            requests = [dict(text=texts[k], language=h.job.language, prompt=prompt, num_frames=frames[k],
-                             seed=h.job.seed + k, **({"min_frames": minimums[k]} if frames[k] is None else {}))
-                        for h, prompt, texts, frames, minimums, _ in group]
-            try:
-                start = time.perf_counter()
-                with self.placement.on("vallex"):
-                    outputs = self.stages["vallex"].run_batch(requests)
-                    speech = [out["speech"].samples.to(device) for out in outputs]
-                    written = self.placement.ready("vallex")
-                    self.placement.synchronize("vallex")  # the batch's wall time is its members' stage time
-                elapsed_ms = (time.perf_counter() - start) * 1e3
-            except BaseException as exc:  # noqa: BLE001
-                for entry in group:
-                    entry[0]._deliver(_Failure(exc))
-                    live.remove(entry)
+        with self.placement.on("vallex"):
+            done = scheduler.step()
+            speech = [d.result.speech.samples.to(device) if d.error is None else None for d in done]
+            written = self.placement.ready("vallex")
+            if done:
+                self.placement.synchronize("vallex")  # the chunks' decode time ends when they are written
+        for chunk, samples in zip(done, speech, strict=True):
+            handle, plan = chunk.job, plans[chunk.job]
+            count = len(plan.requests)
+            if chunk.error is not None or chunk.index == count - 1:
+                del plans[handle]
+            if chunk.error is not None:
+                handle._deliver(_Failure(chunk.error))
                 continue
-            for (handle, _, texts, _, _, total), samples in zip(group, speech, strict=True):
-                # a batch's wall time is every member's stage time: each waited for all of it
-                handle.timer.add_ms("vallex", elapsed_ms)
-                self._notify("vallex", handle.job.job_id, k, len(texts))
-                self._lipsync_in.put(_SpeechChunk(handle, k, len(texts), texts[k], samples, total, written))
+            handle.timer.add_ms("vallex", chunk.decode_ms)
+            self._notify("vallex", handle.job.job_id, chunk.index, count)
+            self._lipsync_in.put(_SpeechChunk(handle, chunk.index, count, plan.requests[chunk.index].text,
+                                              samples, plan.total_samples, written))
 
     # --- the lipsync worker: stitching + lip-sync mel --------------------------------------------
 

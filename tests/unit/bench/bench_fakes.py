@@ -17,6 +17,8 @@ from typing import Any
 import torch
 
 from iris_pipeline.audio import Waveform
+from iris_pipeline.stages.contracts import SpeechRequest, SpeechResult
+from tests.support.speech_slots import OneStepSlots
 
 CODEC_RATE = 24000
 FRAME_SIZE = 32  # fake avatar frames are 32x32 RGB
@@ -61,18 +63,18 @@ class FakeRVC(_FakeStage):
         return {"prompt": Waveform(torch.zeros(n) + 0.01, CODEC_RATE)}
 
 
-class FakeVallex(_FakeStage):
+class FakeVallex(OneStepSlots, _FakeStage):
     name = "vallex"
-    options = SimpleNamespace(max_batch=4)
+    options = SimpleNamespace(max_batch=4, scheduler="continuous", max_waiting=64)
 
     def encode_prompt(self, prompt: Waveform, transcript: str, language: str) -> Any:
         return SimpleNamespace(frames=int(prompt.samples.numel() // 320))
 
-    def run_batch(self, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        frames = [r["num_frames"] or 75 for r in requests]
+    def synthesize(self, requests: list[SpeechRequest]) -> list[SpeechResult]:
+        frames = [r.num_frames or 75 for r in requests]
         _sleep(self.costs.vallex_ms_per_s * self.costs.scale * max(frames) / 75 + self._extra())
-        return [{"speech": Waveform(0.1 * torch.sin(torch.arange(f * 320) / 20.0), CODEC_RATE),
-                 "codes": torch.zeros(f, 8, dtype=torch.long)} for f in frames]
+        return [SpeechResult(Waveform(0.1 * torch.sin(torch.arange(f * 320) / 20.0), CODEC_RATE),
+                             torch.zeros(f, 8, dtype=torch.long)) for f in frames]
 
 
 class FakeFastPitch(_FakeStage):
