@@ -340,6 +340,11 @@ class Pipeline:
             thread.start()
             self._threads.append(thread)
 
+    @property
+    def scheduler(self) -> Scheduler | None:
+        """The tts worker's scheduler (`vallex.options.scheduler`), once prepared."""
+        return self._scheduler
+
     def prepare_avatar(self, path: str | Path, progress: Any = None) -> Any:
         """Frames and face boxes of an avatar at the output fps (cached by content hash).
 

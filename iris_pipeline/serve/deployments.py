@@ -30,6 +30,7 @@ from iris_pipeline.cache import content_hash, tensor_hash
 from iris_pipeline.config import PipelineConfig, parse_pipeline_config
 from iris_pipeline.errors import InputError
 from iris_pipeline.placement import Placement
+from iris_pipeline.stages.contracts import SpeechRequest, SpeechResult
 
 
 def move_tensors(value: Any, device: torch.device | str) -> Any:
@@ -127,12 +128,12 @@ class Speech(StageReplica):
         self.speak.set_batch_wait_timeout_s(settings.batch_wait_timeout_s)
 
     @serve.batch
-    async def speak(self, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Chunks of any jobs decoded together, as the in-process tts worker batches them."""
+    async def speak(self, requests: list[SpeechRequest]) -> list[SpeechResult]:
+        """Chunks of any jobs decoded together in the stage's slots (each result depends on its own
+        request alone, whatever Serve batches it with)."""
         device = self.device("vallex")
-        requests = [{**r, "prompt": move_tensors(r["prompt"], device)} for r in requests]
-        outputs = await self.compute(self.stages["vallex"].run_batch, requests)
-        return [{"speech": out["speech"]} for out in outputs]
+        requests = [dataclasses.replace(r, prompt=move_tensors(r.prompt, device)) for r in requests]
+        return await self.compute(self.stages["vallex"].synthesize, requests)
 
 
 @serve.deployment(name="LipsyncMel")

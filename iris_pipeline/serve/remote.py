@@ -3,7 +3,7 @@
 The ingress runs an ordinary `Pipeline` (its chunk planning, batching, stitching, lip-sync mel
 placement and frame windows, i.e. the single-machine engine's own code) built with a stage factory
 that returns these stand-ins. Each forwards the stage method the pipeline calls (`run`,
-`run_batch`, `encode_prompt`) to its deployment through a Serve handle; arguments and results
+`synthesize` and the slots the tts scheduler drives, `encode_prompt`) to its deployment through a Serve handle; arguments and results
 travel through Ray's object store. So a render over HTTP and an in-process render run the same code
 on the same inputs.
 
@@ -15,13 +15,14 @@ the retries are spent the job fails with `StageUnavailable`, one line naming the
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Any
 
 from ray import exceptions as ray_errors
 
 from iris_pipeline.errors import IrisError
+from iris_pipeline.stages.contracts import SpeechRequest, SpeechResult
 
 # what a lost replica looks like to a caller; anything else (a stage's own error) is not retried
 _REPLICA_LOST = (ray_errors.RayActorError, ray_errors.ActorUnavailableError, ray_errors.ActorDiedError)
@@ -118,14 +119,40 @@ class RemoteVallex(RemoteStage):
     def __init__(self, calls: StageCalls, prompt_calls: StageCalls, options: Any):
         super().__init__(calls, options)
         self.prompt_calls = prompt_calls
+        self._in_flight: dict[Hashable, tuple[SpeechRequest, Any]] = {}  # by tag, oldest first
 
     def encode_prompt(self, prompt: Any, transcript: str, language: str) -> Any:
         return self.prompt_calls.call("encode_prompt", prompt, transcript, language)
 
-    def run_batch(self, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def synthesize(self, requests: list[SpeechRequest]) -> list[SpeechResult]:
         # one Serve request per chunk, all in flight at once: @serve.batch regroups them
         pending = [self.calls.send("speak", request) for request in requests]
         return [self.calls.result("speak", response, (request,)) for request, response in zip(requests, pending, strict=True)]
+
+    # the slots a scheduler drives (`scheduling.SpeechSlots`): a slot is a chunk in flight to the
+    # deployment, whose Serve batching decides what decodes together
+    @property
+    def slots(self) -> int:
+        return int(self.options.max_batch)
+
+    @property
+    def free_slots(self) -> int:
+        return self.slots - len(self._in_flight)
+
+    def admit(self, request: SpeechRequest, tag: Hashable) -> None:
+        self._in_flight[tag] = (request, self.calls.send("speak", request))
+
+    def step(self, slot_wanted: bool = False) -> list[tuple[Hashable, SpeechResult]]:
+        """The oldest chunk in flight, once its answer came (waits for it)."""
+        if not self._in_flight:
+            return []
+        tag = next(iter(self._in_flight))
+        request, response = self._in_flight.pop(tag)
+        return [(tag, self.calls.result("speak", response, (request,)))]
+
+    def cancel(self, tags: set[Hashable]) -> None:
+        for tag in tags:  # the deployment finishes them; their answers are dropped
+            self._in_flight.pop(tag, None)
 
 
 class RemoteFastPitch(RemoteStage):

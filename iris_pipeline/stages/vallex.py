@@ -256,7 +256,7 @@ class VallexStage(Stage):
     def free_slots(self) -> int:
         """Slots a new request may take now (pieces of admitted requests still waiting count as taken)."""
         self._require_prepared("free_slots")
-        return self.decoder.free_slots - len(self._queued)
+        return max(0, self.decoder.free_slots - len(self._queued))
 
     @property
     def occupied(self) -> int:
