@@ -774,8 +774,6 @@ class SlotCache:
     max_frames: torch.Tensor  # [S] long
     stream: torch.Tensor  # [S] long: random-stream key of the in-graph sampler
     tokens: torch.Tensor  # [S, capacity] long: drawn tokens by new-frame index
-    graphs: dict = field(default_factory=dict)
-    graph_inputs: list[torch.Tensor] = field(default_factory=list)  # see StaticARCache.graph_inputs
 
     @classmethod
     def allocate(cls, model: Vallex, slots: int, capacity: int) -> SlotCache:
@@ -891,11 +889,21 @@ class SlotSequence:
 
 
 @dataclass
+class SlotBucket:
+    """The step over the first `slots` rows and `capacity` columns: its view, function and graph."""
+
+    view: SlotCache
+    fn: Callable[[], None]
+    graph: Any = None  # torch.cuda.CUDAGraph once captured
+
+
+@dataclass
 class SlotPool:
     """A `SlotCache` and who occupies which slot."""
 
     cache: SlotCache
-    capture: bool  # its steps replay captured graphs (the main pool on a GPU)
+    capture: bool  # its steps go through the buckets (replayed graphs on a GPU); else `step`, eagerly
+    step: SlotBucket | None = None  # the whole cache's step, for a pool stepped eagerly
     occupants: dict[int, SlotSequence] = field(default_factory=dict)
 
     def free_slot(self) -> int | None:
@@ -944,7 +952,10 @@ class SlotDecoder:
         self.pool = SlotPool(SlotCache.allocate(model, slots, self.capacity_buckets[-1]), capture=True)
         self.captured_up_front = False
         self.uncaptured_steps = 0
+        self._buckets: dict[tuple[int, int], SlotBucket] = {}
         self._graph_pool: tuple | None = None
+        # tensors outside the cache that the captured graphs read: held so a regrown table is not freed
+        self._graph_inputs: list[torch.Tensor] = []
         self._steps = 0
         model.ar_audio_position.ensure_length(max(self.capacity_buckets[-1], model.config.positional_table))
 
@@ -976,10 +987,11 @@ class SlotDecoder:
                               f"{self.cache_bytes / 2**20:.1f} MiB")
 
     # ---- graphs ---------------------------------------------------------------------------------
-    def _step_fn(self, cache: SlotCache) -> tuple[tuple, Callable[[], None]]:
+    def _step_fn(self, cache: SlotCache) -> Callable[[], None]:
+        """One step of `cache` (a view): the model step, with the draw fused in for the in-graph sampler."""
         if self.sampling.in_graph:
-            return ("sample+step", self.sampling), partial(slot_sample_and_step, self.model, cache, self.sampling)
-        return ("step",), partial(slot_step, self.model, cache)
+            return partial(slot_sample_and_step, self.model, cache, self.sampling)
+        return partial(slot_step, self.model, cache)
 
     def capture_all(self) -> int:
         """Capture the step of every (batch bucket, capacity bucket) of the slots while they are
@@ -993,25 +1005,28 @@ class SlotDecoder:
         captured = 0
         for slots in self.batch_buckets:
             for capacity in self.capacity_buckets:
-                self._graph(slots, capacity, capture=True)
+                self._bucket(slots, capacity, capture=True)
                 captured += 1
         self.captured_up_front = True
         return captured
 
-    def _graph(self, slots: int, capacity: int, capture: bool) -> tuple[SlotCache, Any]:
-        """The view of the main pool for (slots, capacity) and its graph (captured if `capture`)."""
-        cache = self.pool.cache
-        view = cache.view(slots, capacity)
-        key, fn = self._step_fn(view)
-        graph_key = (slots, capacity, key)
-        graph = cache.graphs.get(graph_key)
-        if graph is None and capture:
+    def captured(self) -> set[tuple[int, int]]:
+        """(slots, capacity) of every step graph captured so far."""
+        return {key for key, bucket in self._buckets.items() if bucket.graph is not None}
+
+    def _bucket(self, slots: int, capacity: int, capture: bool) -> SlotBucket:
+        """The step of the main pool over (slots, capacity); its graph captured now if `capture`."""
+        bucket = self._buckets.get((slots, capacity))
+        if bucket is None:
+            view = self.pool.cache.view(slots, capacity)
+            bucket = self._buckets[(slots, capacity)] = SlotBucket(view, self._step_fn(view))
+        if bucket.graph is None and capture:
             if self._graph_pool is None:
                 self._graph_pool = torch.cuda.graph_pool_handle()
-            cache.graph_inputs.append(self.model.ar_audio_position.table)
+            self._graph_inputs.append(self.model.ar_audio_position.table)  # see StaticARCache.graph_inputs
             with torch.cuda.device(self.device):
-                graph = cache.graphs[graph_key] = capture_graph(fn, cache.state(), pool=self._graph_pool)
-        return view, (graph, fn)
+                bucket.graph = capture_graph(bucket.fn, self.pool.cache.state(), pool=self._graph_pool)
+        return bucket
 
     # ---- admission ------------------------------------------------------------------------------
     @torch.no_grad()
@@ -1030,7 +1045,8 @@ class SlotDecoder:
         else:  # longer than the largest bucket: a slot of its own, stepped eagerly
             capacity = bucket_up(need, self.capacity_buckets)
             self._check_budget(SlotCache.bytes_for(model, 1, capacity), f"a sequence of {need} columns")
-            pool = SlotPool(SlotCache.allocate(model, 1, capacity), capture=False)
+            cache = SlotCache.allocate(model, 1, capacity)
+            pool = SlotPool(cache, capture=False, step=SlotBucket(cache, self._step_fn(cache)))
             model.ar_audio_position.ensure_length(capacity)
             self.overflow.append(pool)
         slot = pool.free_slot()
@@ -1078,11 +1094,10 @@ class SlotDecoder:
         furthest = max(s.prefix + s.drawn for s in occupants.values())  # the column this step writes, at most
         capacity = bucket_up(furthest + 1, self.capacity_buckets) if pool.capture else pool.cache.capacity
         if pool.capture:
-            view, (graph, fn) = self._graph(slots, capacity, capture=self.use_cuda_graph
-                                            and not self.captured_up_front)
+            bucket = self._bucket(slots, capacity, capture=self.use_cuda_graph and not self.captured_up_front)
         else:
-            view, graph = pool.cache, None
-            fn = self._step_fn(view)[1]
+            bucket = pool.step
+        view, graph = bucket.view, bucket.graph
         if not self.sampling.in_graph:
             self._draw_on_host(view, occupants)
         if graph is not None:
@@ -1090,7 +1105,7 @@ class SlotDecoder:
         else:
             if self.use_cuda_graph:
                 self.uncaptured_steps += 1
-            fn()
+            bucket.fn()
         for sequence in occupants.values():
             sequence.drawn += 1
         # a sequence that drew max_frames frames has all of them; an EOS shows in the flags

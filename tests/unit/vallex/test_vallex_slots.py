@@ -226,7 +226,7 @@ def test_capture_all_captures_every_slot_and_capacity_bucket_then_only_replays(m
     decoder = SlotDecoder(model, slots=3, sampling=sampling, capacity_buckets=(64, 128, 256))
     decoder.use_cuda_graph = True  # graph replay on the CPU, with the stand-ins of `cpu_graphs`
     assert decoder.capture_all() == 3 * 3 == len(cpu_graphs)  # slot buckets (1, 2, 3) x 3 capacities
-    assert {key[:2] for key in decoder.pool.cache.graphs} == {(b, c) for b in (1, 2, 3) for c in (64, 128, 256)}
+    assert decoder.captured() == {(b, c) for b in (1, 2, 3) for c in (64, 128, 256)}
     # capture left the slots as they were: free
     assert bool(decoder.pool.cache.finished.all()) and not bool(decoder.pool.cache.valid.any())
     eager = SlotDecoder(model, slots=3, sampling=sampling, capacity_buckets=(64, 128, 256))
@@ -248,6 +248,7 @@ def test_gpu_graphs_per_slot_bucket_keep_codes_batch_invariant(sampling):
                                r.max_frames), key) for r, key in REQUESTS]
     graphed = SlotDecoder(cuda_model, slots=4, sampling=sampling, use_cuda_graph=True, capacity_buckets=(128, 256))
     assert graphed.capture_all() == 3 * 2  # slot buckets (1, 2, 4) x 2 capacities
+    assert graphed.captured() == {(b, c) for b in (1, 2, 4) for c in (128, 256)}
     together = run_schedule(graphed, {0: [2], 3: [0, 4], 5: [1], 11: [3]}, requests)
     assert graphed.uncaptured_steps == 0
     for i in range(len(requests)):
