@@ -38,7 +38,9 @@ class SpeechSlots(Protocol):
 
     def admit(self, request: SpeechRequest, tag: Hashable) -> None: ...
 
-    def step(self, slot_wanted: bool = False) -> list[tuple[Hashable, SpeechResult]]: ...
+    def step(self, slot_wanted: bool = False) -> list[tuple[Hashable, SpeechResult | BaseException]]:
+        """The requests that finished, by tag: their result, or the error that ended that request alone."""
+        ...
 
     def cancel(self, tags: set[Hashable]) -> None: ...
 
@@ -118,6 +120,9 @@ class ContinuousScheduler:
         for (job_key, index), result in finished:
             job = self._jobs.get(job_key)
             if job is None:  # its job failed meanwhile
+                continue
+            if isinstance(result, BaseException):
+                done.append(self._fail(job_key, index, result))
                 continue
             job.finished[index] = ChunkDone(job_key, index, result, decode_ms=(now - job.started.pop(index)) * 1e3)
             while job.delivered in job.finished:  # in chunk order

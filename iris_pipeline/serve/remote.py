@@ -142,13 +142,16 @@ class RemoteVallex(RemoteStage):
     def admit(self, request: SpeechRequest, tag: Hashable) -> None:
         self._in_flight[tag] = (request, self.calls.send("speak", request))
 
-    def step(self, slot_wanted: bool = False) -> list[tuple[Hashable, SpeechResult]]:
-        """The oldest chunk in flight, once its answer came (waits for it)."""
+    def step(self, slot_wanted: bool = False) -> list[tuple[Hashable, SpeechResult | BaseException]]:
+        """The oldest chunk in flight, once its answer (or its own error) came: waits for it."""
         if not self._in_flight:
             return []
         tag = next(iter(self._in_flight))
         request, response = self._in_flight.pop(tag)
-        return [(tag, self.calls.result("speak", response, (request,)))]
+        try:
+            return [(tag, self.calls.result("speak", response, (request,)))]
+        except Exception as exc:  # noqa: BLE001 - this chunk's job fails, the others go on
+            return [(tag, exc)]
 
     def cancel(self, tags: set[Hashable]) -> None:
         for tag in tags:  # the deployment finishes them; their answers are dropped

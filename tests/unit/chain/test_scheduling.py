@@ -30,6 +30,7 @@ class ScriptedSlots:
         self.steps = 0
         self.most_running = 0
         self.fail_next_step = False
+        self.failing: dict[Hashable, BaseException] = {}  # requests that end with their own error
         self.synthesized: list[int] = []  # sizes of synthesize() calls
 
     @property
@@ -54,7 +55,8 @@ class ScriptedSlots:
             self.running[tag] -= 1
             if self.running[tag] == 0:
                 del self.running[tag]
-                done.append((tag, SpeechResult(Waveform(torch.zeros(320), 24000), torch.zeros(1, 8))))
+                done.append((tag, self.failing.pop(tag, None)
+                             or SpeechResult(Waveform(torch.zeros(320), 24000), torch.zeros(1, 8))))
         return done
 
     def cancel(self, tags: set[Hashable]) -> None:
@@ -168,6 +170,17 @@ def test_a_failed_step_fails_the_jobs_in_the_slots_and_frees_them():
     done = scheduler.step()
     assert [(d.job, d.index, type(d.error)) for d in done] == [("A", 0, RuntimeError)]
     assert [(d.job, d.index) for d in drain(scheduler)] == [("B", 0)]  # B, still waiting, goes on
+
+
+def test_a_request_s_own_error_fails_its_job_alone():
+    slots = ScriptedSlots(2)
+    scheduler = ContinuousScheduler(slots, max_waiting=8)
+    scheduler.offer("A", [request(2), request(5)])
+    scheduler.offer("B", [request(3)])
+    slots.failing[("A", 0)] = InputError("speak: the deployment refused the chunk")
+    done = drain(scheduler)
+    assert [(d.job, d.index, d.error is None) for d in done] == [("A", 0, False), ("B", 0, True)]
+    assert slots.running == {}  # A's second chunk left its slot with its job
 
 
 def test_drop_abandons_every_job_and_frees_the_slots():
