@@ -18,6 +18,7 @@ import torch
 
 from iris_pipeline.audio import Waveform
 from iris_pipeline.stages.contracts import SpeechRequest, SpeechResult
+from iris_pipeline.stages.vallex import parse_options
 from tests.support.speech_slots import OneStepSlots
 
 CODEC_RATE = 24000
@@ -108,7 +109,10 @@ def stage_factory(costs: Costs | None = None):
     costs = costs or Costs()
 
     def build(name: str, config: Any, device: torch.device) -> Any:
-        return FAKES[name](costs)
+        stage = FAKES[name](costs)
+        if name == "vallex":  # the config's scheduler, slots and bound, as the real stage reads them
+            stage.options = parse_options(config.vallex.options)
+        return stage
 
     return build
 

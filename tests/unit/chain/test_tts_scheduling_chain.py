@@ -62,3 +62,28 @@ def test_a_job_sounds_the_same_alone_and_among_others(speech, scheduler):
 def test_both_schedulers_give_the_same_speech(speech):
     for k, (continuous, static) in enumerate(zip(speech["continuous"], speech["static"], strict=True)):
         torch.testing.assert_close(continuous, static, rtol=0, atol=1e-5, msg=f"job {k}")
+
+
+@pytest.mark.parametrize("scheduler", list(SCHEDULERS))
+def test_back_pressure_holds_jobs_in_the_queue_and_every_job_completes(scheduler):
+    """Stand-in stages, 2 slots, 1 waiting chunk at most: eight jobs of several chunks each, submitted
+    at once, all come out whole and in chunk order."""
+    from tests.unit.bench.bench_fakes import Costs, stage_factory
+
+    cfg = PipelineConfig(device="cpu", stages=["rvc", "vallex", "fastpitch", "wav2lip"])
+    cfg.stage("vallex").options = {"scheduler": scheduler, "max_batch": 2, "max_waiting": 1}
+    cfg.chunking.chunk_seconds = 1.0
+    cfg.chunking.first_chunk_seconds = None
+    with Pipeline(cfg, stage_factory=stage_factory(Costs())) as pipe:
+        assert isinstance(pipe.scheduler, SCHEDULERS[scheduler])
+        avatar = pipe.prepare_avatar(DATA / "astronaut_face.jpg")
+        handles = [pipe.submit(Job(text=benchmark_script(seconds, "en"), language="en", reference=reference(),
+                                   transcript="a short reference", avatar=avatar, seconds=seconds, seed=k))
+                   for k, seconds in enumerate((3.0, 2.0, 4.0, 1.5, 3.0, 2.5, 2.0, 3.5))]
+        for handle in handles:
+            chunks = list(handle.chunks(timeout=120))
+            assert [c.index for c in chunks] == list(range(len(chunks))) and len(chunks) >= 2
+            starts = [c.speech_start for c in chunks]
+            assert starts == [sum(c.speech.shape[0] for c in chunks[:k]) for k in range(len(chunks))]
+            assert chunks[-1].last and chunks[-1].speech_start + chunks[-1].speech.shape[0] >= 0.95 * 24000 \
+                * handle.job.seconds
