@@ -356,8 +356,8 @@ class Pipeline:
         return self.stages["wav2lip"].prepare_avatar(path, fps=self.config.video.fps, progress=progress)
 
     def release_caches(self) -> int:
-        """Free the stages' caches that `prepare()` did not set up (VALL-E X decode caches outside
-        its captured graphs) and return the freed device memory to the driver, so the next jobs
+        """Free the stages' caches that `prepare()` did not set up and return the freed device
+        memory to the driver (the allocator's free blocks), so the next jobs
         start from the prepared state. Call between jobs (a benchmark: between measurement
         windows). Returns the bytes the stages freed."""
         freed = 0
