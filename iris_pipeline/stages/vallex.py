@@ -36,7 +36,7 @@ from iris_pipeline.audio import Waveform, check_waveform, resample
 from iris_pipeline.backends import backend_options
 from iris_pipeline.config import StageConfig
 from iris_pipeline.errors import ConfigError, InputError
-from iris_pipeline.models.vallex.config import LANGUAGE_IDS, NUM_QUANTIZERS, SAMPLE_RATE
+from iris_pipeline.models.vallex.config import LANGUAGE_IDS, NUM_QUANTIZERS
 from iris_pipeline.models.vallex.decode import (
     CAPACITY_BUCKETS,
     DecodeRequest,
@@ -50,6 +50,7 @@ from iris_pipeline.stages.base import Stage
 from iris_pipeline.stages.contracts import SpeechRequest, SpeechResult, VallexPrompt
 from iris_pipeline.text.vallex_g2p import LANGUAGES, phonemize
 from iris_pipeline.text.vallex_sentences import split_sentences
+from iris_pipeline.timebase import CODEC_RATE
 
 
 class VallexOptions(BaseModel):
@@ -136,11 +137,6 @@ class VallexStage(Stage):
 
     # --- models ---------------------------------------------------------------------------------
 
-    def _load(self, name: str, checkpoint: Path | None) -> torch.nn.Module:
-        if checkpoint is not None:
-            return models.load(name, checkpoint, size=self.size)
-        return models.build(name, size=self.size, seed=self.seed)
-
     @property
     def codec_dtype(self) -> torch.dtype:
         # Half-precision convolutions and LSTMs are a CUDA matter; on the CPU the codecs stay fp32.
@@ -148,11 +144,12 @@ class VallexStage(Stage):
 
     def _prepare(self) -> None:
         opts = self.options
-        self.model = self._load("vallex", self.config.checkpoint).to(self.device, self.dtype).eval()
-        self.encodec = self._load("encodec_24khz", opts.encodec_checkpoint).to(self.device, self.codec_dtype)
+        size, seed = self.size, self.seed
+        self.model = models.get("vallex", self.config.checkpoint, size, seed).to(self.device, self.dtype).eval()
+        self.encodec = models.get("encodec_24khz", opts.encodec_checkpoint, size, seed).to(self.device, self.codec_dtype)
         if opts.decoder == "vocos":
-            self.vocos = self._load("vocos_encodec_24khz", opts.vocos_checkpoint).to(self.device,
-                                                                                     self.codec_dtype)
+            self.vocos = models.get("vocos_encodec_24khz", opts.vocos_checkpoint, size, seed).to(self.device,
+                                                                                                 self.codec_dtype)
         use_graph = opts.use_cuda_graph if opts.use_cuda_graph is not None else self.config.backend == "compile"
         try:
             self.decoder = SlotDecoder(self.model, slots=opts.max_batch, sampling=self._sampling(),
@@ -178,7 +175,7 @@ class VallexStage(Stage):
                              f"{', '.join(LANGUAGES)}")
         check_waveform(prompt, "vallex prompt", max_seconds=self.options.max_prompt_seconds)
         phonemes = phonemize(transcript, language)
-        samples = resample(prompt.samples.float().cpu(), prompt.sample_rate, SAMPLE_RATE)
+        samples = resample(prompt.samples.float().cpu(), prompt.sample_rate, CODEC_RATE)
         wav = samples.to(self.device, self.codec_dtype)[None, None]
         codes = self.encodec.encode(wav)[0].transpose(0, 1).long()  # [F, 8]
         if codes.shape[1] != NUM_QUANTIZERS:
@@ -223,7 +220,7 @@ class VallexStage(Stage):
     @torch.no_grad()
     def codes_to_speech(self, codes: torch.Tensor) -> Waveform:
         """Codes [F, 8] -> 24 kHz waveform of F * 320 samples (Vocos at 6 kbps, or EnCodec's decoder)."""
-        return Waveform(self._decode_codes(codes.transpose(0, 1).unsqueeze(0))[0].float(), SAMPLE_RATE)
+        return Waveform(self._decode_codes(codes.transpose(0, 1).unsqueeze(0))[0].float(), CODEC_RATE)
 
     def _sampling(self) -> Sampling:
         opts = self.options
@@ -351,7 +348,7 @@ class VallexStage(Stage):
         for indices in by_length.values():
             batch = torch.stack([codes[i] for i in indices]).transpose(1, 2)  # [B, 8, F]
             for i, samples in zip(indices, self._decode_codes(batch), strict=True):
-                speech[i] = Waveform(samples.float(), SAMPLE_RATE)
+                speech[i] = Waveform(samples.float(), CODEC_RATE)
         return speech  # type: ignore[return-value]
 
     def _decode_codes(self, batch_codes: torch.Tensor) -> torch.Tensor:

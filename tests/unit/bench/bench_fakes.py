@@ -19,9 +19,9 @@ import torch
 from iris_pipeline.audio import Waveform
 from iris_pipeline.stages.contracts import SpeechRequest, SpeechResult
 from iris_pipeline.stages.vallex import parse_options
+from iris_pipeline.timebase import CODEC_HOP, CODEC_RATE
 from tests.support.speech_slots import OneStepSlots
 
-CODEC_RATE = 24000
 FRAME_SIZE = 32  # fake avatar frames are 32x32 RGB
 
 
@@ -74,7 +74,7 @@ class FakeVallex(OneStepSlots, _FakeStage):
     def synthesize(self, requests: list[SpeechRequest]) -> list[SpeechResult]:
         frames = [r.num_frames or 75 for r in requests]
         _sleep(self.costs.vallex_ms_per_s * self.costs.scale * max(frames) / 75 + self._extra())
-        return [SpeechResult(Waveform(0.1 * torch.sin(torch.arange(f * 320) / 20.0), CODEC_RATE),
+        return [SpeechResult(Waveform(0.1 * torch.sin(torch.arange(f * CODEC_HOP) / 20.0), CODEC_RATE),
                              torch.zeros(f, 8, dtype=torch.long)) for f in frames]
 
 
