@@ -111,9 +111,9 @@ def engine_dirs(config: PipelineConfig) -> list[Path]:
 
     dirs = [default_engine_dir()]
     for stage in config.stages:
-        backend_opts = config.stage(stage).options.get("backend") or {}
-        if isinstance(backend_opts, dict) and backend_opts.get("engine_dir"):
-            dirs.append(Path(backend_opts["engine_dir"]))
+        engine_dir = config.stage(stage).options.backend.engine_dir
+        if engine_dir is not None:
+            dirs.append(engine_dir)
     return list(dict.fromkeys(p.resolve() for p in dirs))
 
 

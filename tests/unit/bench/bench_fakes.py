@@ -18,7 +18,6 @@ import torch
 
 from iris_pipeline.audio import Waveform
 from iris_pipeline.stages.contracts import SpeechRequest, SpeechResult
-from iris_pipeline.stages.vallex import parse_options
 from iris_pipeline.timebase import CODEC_HOP, CODEC_RATE
 from tests.support.speech_slots import OneStepSlots
 
@@ -111,7 +110,7 @@ def stage_factory(costs: Costs | None = None):
     def build(name: str, config: Any, device: torch.device) -> Any:
         stage = FAKES[name](costs)
         if name == "vallex":  # the config's scheduler, slots and bound, as the real stage reads them
-            stage.options = parse_options(config.vallex.options)
+            stage.options = config.vallex.options
         return stage
 
     return build
