@@ -5,8 +5,9 @@ each chunk must or may take, the clip's imposed length); `submit` queues it and 
 `JobHandle` that keeps the plan. Three workers joined by bounded queues then carry every job's
 chunks through the stages' typed methods (`stages.contracts`):
 
-    tts      RVCStage.convert (cached) + VallexStage.encode_prompt once per voice, then
-             VallexStage.synthesize chunk by chunk; chunks of several jobs are batched
+    tts      RVCStage.convert (cached) + VallexStage.encode_prompt once per voice, then the
+             scheduler (`scheduling`, `vallex.options.scheduler`) decides which chunks of which
+             jobs decode together in VALL-E X's slots
     lipsync  the job's `LipsyncStream` stitches the chunk, FastPitchStage.align_chunk aligns it
              (subtitles; in the fastpitch mode also the lip-sync mel), the stream places the mel
              and says which frames became ready (a `FramesRequest`)
@@ -48,6 +49,7 @@ from iris_pipeline.errors import InputError
 from iris_pipeline.lipsync import LipsyncChunk, LipsyncFeatures, LipsyncStream
 from iris_pipeline.metrics import RegionTimer
 from iris_pipeline.placement import Placement, Ready
+from iris_pipeline.scheduling import Scheduler, make_scheduler
 from iris_pipeline.stages.contracts import (
     AlignRequest,
     AlignResult,
@@ -313,6 +315,7 @@ class Pipeline:
         self._lipsync_in: queue.Queue = queue.Queue(maxsize=_QUEUE_DEPTH)  # _SpeechWork
         self._render_in: queue.Queue = queue.Queue(maxsize=_QUEUE_DEPTH)  # _FramesWork
         self._lipsync_streams: dict[int, LipsyncStream] = {}  # by job id, the lipsync worker's
+        self._scheduler: Scheduler | None = None
         self._prompts: OrderedDict[tuple, Any] = OrderedDict()
         self._prompts_lock = threading.Lock()
         self._closed = False
@@ -344,11 +347,17 @@ class Pipeline:
             stage = self._build(name)
             with self.placement.on(name):
                 stage.prepare()  # idempotent; a stage built by prepare_avatar() loads here
+        self._scheduler = make_scheduler(self.vallex)  # the tts worker's alone from here on
         for target, name in ((self._tts_worker, "iris-tts"), (self._lipsync_worker, "iris-lipsync"),
                              (self._render_worker, "iris-render")):
             thread = threading.Thread(target=target, name=name, daemon=True)
             thread.start()
             self._threads.append(thread)
+
+    @property
+    def scheduler(self) -> Scheduler | None:
+        """The tts worker's scheduler (`vallex.options.scheduler`), once prepared."""
+        return self._scheduler
 
     def prepare_avatar(self, path: str | Path, progress: Any = None) -> Any:
         """Frames and face boxes of an avatar at the output fps (cached by content hash).
@@ -359,8 +368,8 @@ class Pipeline:
         return self._build("wav2lip").prepare_avatar(path, fps=self.config.video.fps, progress=progress)
 
     def release_caches(self) -> int:
-        """Free the stages' caches that `prepare()` did not set up (VALL-E X decode caches outside
-        its captured graphs) and return the freed device memory to the driver, so the next jobs
+        """Free the stages' caches that `prepare()` did not set up and return the freed device
+        memory to the driver (the allocator's free blocks), so the next jobs
         start from the prepared state. Call between jobs (a benchmark: between measurement
         windows). Returns the bytes the stages freed."""
         freed = 0
@@ -516,61 +525,69 @@ class Pipeline:
         return prompt
 
     def _tts_worker(self) -> None:
+        """Feed planned jobs to the scheduler (`vallex.options.scheduler`) while it takes them, step it,
+        and move each finished chunk to the lipsync queue; block only when nothing is in flight."""
+        scheduler = self._scheduler
+        plans: dict[JobHandle, list[SpeechRequest]] = {}  # the requests of each job in flight
+        refused: JobHandle | None = None  # planned, not taken by the scheduler yet (back-pressure)
         while True:
-            first = self._tts_in.get()
-            if first is _STOP:
-                self._lipsync_in.put(_STOP)
-                return
-            if self._closed:
-                self._abandon(first)
-                continue
-            batch = [first]
-            max_batch = int(getattr(getattr(self.vallex, "options", None), "max_batch", 1))
-            while len(batch) < max_batch:  # jobs already waiting are decoded together
+            if self._closed:  # pending jobs are abandoned; the _STOP that close() sends ends the loop
+                for dropped in [*scheduler.drop(), *([refused] if refused is not None else [])]:
+                    self._abandon(dropped)
+                refused = None
+                plans.clear()
+            if refused is not None and scheduler.offer(refused, plans[refused]):
+                refused = None
+            while refused is None:
                 try:
-                    item = self._tts_in.get_nowait()
+                    handle = self._tts_in.get(block=not scheduler.busy)
                 except queue.Empty:
                     break
-                if item is _STOP:
-                    self._tts_in.put(_STOP)
-                    break
-                batch.append(item)
-            self._run_tts_batch(batch)
+                if handle is _STOP or self._closed:
+                    for dropped in [*scheduler.drop(), *([] if handle is _STOP else [handle])]:
+                        self._abandon(dropped)
+                    if handle is _STOP:
+                        self._lipsync_in.put(_STOP)
+                        return
+                    continue
+                plan = self._speech_plan(handle)
+                if plan is None:
+                    continue
+                plans[handle] = plan
+                if not scheduler.offer(handle, plan):
+                    refused = handle
+            if scheduler.busy:
+                self._tts_step(scheduler, plans)
 
-    def _run_tts_batch(self, handles: list[JobHandle]) -> None:
-        live: list[tuple[JobHandle, VallexPrompt]] = []
-        for handle in handles:
-            try:
-                self._notify("plan", handle.job.job_id, 0, handle.plan.chunks)
-                live.append((handle, self._voice(handle)))
-            except BaseException as exc:  # noqa: BLE001 - delivered to the job's consumer
-                handle._deliver(_Failure(exc))
+    def _speech_plan(self, handle: JobHandle) -> list[SpeechRequest] | None:
+        """The job's VALL-E X requests, one per chunk of its plan (None once a failure is delivered)."""
+        try:
+            self._notify("plan", handle.job.job_id, 0, handle.plan.chunks)
+            prompt = self._voice(handle)
+        except BaseException as exc:  # noqa: BLE001 - delivered to the job's consumer
+            handle._deliver(_Failure(exc))
+            return None
+        return [handle.plan.speech_request(handle.job, k, prompt) for k in range(handle.plan.chunks)]
+
+    def _tts_step(self, scheduler: Scheduler, plans: dict[JobHandle, list[SpeechRequest]]) -> None:
         device = self.placement.devices["vallex"]
-        for k in range(max((handle.plan.chunks for handle, _ in live), default=0)):
-            if self._closed:
-                for handle, _ in live:
-                    self._abandon(handle)
-                return
-            group = [entry for entry in live if k < entry[0].plan.chunks]
-            requests = [handle.plan.speech_request(handle.job, k, prompt) for handle, prompt in group]
-            try:
-                start = time.perf_counter()
-                with self.placement.on("vallex"):
-                    outputs = self.vallex.synthesize(requests)
-                    speech = [out.speech.samples.to(device) for out in outputs]
-                    written = self.placement.ready("vallex")
-                    self.placement.synchronize("vallex")  # the batch's wall time is its members' stage time
-                elapsed_ms = (time.perf_counter() - start) * 1e3
-            except BaseException as exc:  # noqa: BLE001
-                for entry in group:
-                    entry[0]._deliver(_Failure(exc))
-                    live.remove(entry)
+        with self.placement.on("vallex"):
+            done = scheduler.step()
+            speech = [d.result.speech.samples.to(device) if d.error is None else None for d in done]
+            written = self.placement.ready("vallex")
+            if done:
+                self.placement.synchronize("vallex")  # the chunks' decode time ends when they are written
+        for chunk, samples in zip(done, speech, strict=True):
+            handle = chunk.job
+            count = handle.plan.chunks
+            if chunk.error is not None or chunk.index == count - 1:
+                del plans[handle]
+            if chunk.error is not None:
+                handle._deliver(_Failure(chunk.error))
                 continue
-            for (handle, _), samples in zip(group, speech, strict=True):
-                # a batch's wall time is every member's stage time: each waited for all of it
-                handle.timer.add_ms("vallex", elapsed_ms)
-                self._notify("vallex", handle.job.job_id, k, handle.plan.chunks)
-                self._lipsync_in.put(_SpeechWork(handle, k, samples, written))
+            handle.timer.add_ms("vallex", chunk.decode_ms)
+            self._notify("vallex", handle.job.job_id, chunk.index, count)
+            self._lipsync_in.put(_SpeechWork(handle, chunk.index, samples, written))
 
     # --- the lipsync worker: stitching, alignment, lip-sync mel, frames ready ----------------------
 

@@ -108,14 +108,23 @@ class VallexOptions(StageOptions):
     sampling_in_graph: bool = Field(
         default=False, description="Gumbel-max draw fused into the replayed step (same distribution, "
                                    "other random stream than the official torch.multinomial)")
-    max_batch: int = Field(default=16, ge=1, le=256, description="sequences decoded together")
-    eos_check_every: int = Field(default=8, ge=1, le=1024)
+    max_batch: int = Field(default=16, ge=1, le=256, description="slots: sequences decoded together")
+    scheduler: Literal["continuous", "static"] = Field(
+        default="continuous", description="continuous: a chunk takes a free slot at the next step and leaves "
+                                          "when it ends; static: waiting jobs decode together, chunk by chunk, "
+                                          "until the longest ends")
+    max_waiting: int = Field(default=64, ge=1, description="chunks admitted to the scheduler but waiting for a "
+                                                           "slot; beyond, jobs wait in the pipeline's queue")
+    eos_check_every: int = Field(
+        default=8, ge=1, le=1024, description="steps between reads of the finished flags (a device sync) while "
+                                              "no chunk waits for a slot")
     capacity_buckets: list[int] = Field(
-        default=list(CAPACITY_BUCKETS), description="KV-cache capacities (prompt + text + new frames) a "
-                                                    "decode is padded to; one CUDA graph per bucket and batch bucket")
+        default=list(CAPACITY_BUCKETS), description="KV-cache columns (prompt + text + new frames) a step reads, "
+                                                    "rounded up to one of these; one CUDA graph per bucket and "
+                                                    "slot bucket; the largest is each slot's width")
     cache_mib: int = Field(
-        default=4096, ge=1, description="budget of the decode caches in MiB (least recently used first out); "
-                                        "the caches of the graphs captured up front must fit in it")
+        default=4096, ge=1, description="budget of the decode caches in MiB: the slots' cache, and the own "
+                                        "cache of a sequence longer than the largest capacity bucket")
     long_text: Literal["single", "sentences"] = Field(
         default="single", description="sentences: official long-text mode (fixed prompt, one decode)")
     accent: Literal["no-accent", "en", "zh", "ja"] = "no-accent"

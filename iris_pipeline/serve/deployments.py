@@ -138,7 +138,8 @@ class Speech(StageReplica):
 
     @serve.batch
     async def speak(self, requests: list[SpeechRequest]) -> list[SpeechResult]:
-        """Chunks of any jobs decoded together, as the in-process tts worker batches them."""
+        """Chunks of any jobs decoded together in the stage's slots (each result depends on its own
+        request alone, whatever Serve batches it with)."""
         device = self.device("vallex")
         requests = [dataclasses.replace(r, prompt=move_tensors(r.prompt, device)) for r in requests]
         return await self.compute(self.stages["vallex"].synthesize, requests)

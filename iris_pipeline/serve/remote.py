@@ -3,7 +3,8 @@
 The ingress runs an ordinary `Pipeline` (its chunk planning, batching, stitching, lip-sync mel
 placement and frame windows, i.e. the single-machine engine's own code) built with a stage factory
 that returns these stand-ins. Each forwards the typed stage method the pipeline calls (`convert`,
-`encode_prompt`, `synthesize`, `align_chunk`, `render_frames`) to its deployment through a Serve
+`encode_prompt`, `synthesize` and the slots the tts scheduler drives, `align_chunk`,
+`render_frames`) to its deployment through a Serve
 handle; the requests and results of `stages.contracts` travel through Ray's object store. So a render over HTTP and an in-process render run the same code
 on the same inputs.
 
@@ -15,7 +16,7 @@ the retries are spent the job fails with `StageUnavailable`, one line naming the
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Any
 
@@ -129,6 +130,7 @@ class RemoteVallex(RemoteStage):
     def __init__(self, calls: StageCalls, prompt_calls: StageCalls, options: Any):
         super().__init__(calls, options)
         self.prompt_calls = prompt_calls
+        self._in_flight: dict[Hashable, tuple[SpeechRequest, Any]] = {}  # by tag, oldest first
 
     def encode_prompt(self, prompt: Any, transcript: str, language: str) -> VallexPrompt:
         return self.prompt_calls.call("encode_prompt", prompt, transcript, language)
@@ -137,6 +139,34 @@ class RemoteVallex(RemoteStage):
         # one Serve request per chunk, all in flight at once: @serve.batch regroups them
         pending = [self.calls.send("speak", request) for request in requests]
         return [self.calls.result("speak", response, (request,)) for request, response in zip(requests, pending, strict=True)]
+
+    # the slots a scheduler drives (`scheduling.SpeechSlots`): a slot is a chunk in flight to the
+    # deployment, whose Serve batching decides what decodes together
+    @property
+    def slots(self) -> int:
+        return int(self.options.max_batch)
+
+    @property
+    def free_slots(self) -> int:
+        return self.slots - len(self._in_flight)
+
+    def admit(self, request: SpeechRequest, tag: Hashable) -> None:
+        self._in_flight[tag] = (request, self.calls.send("speak", request))
+
+    def step(self, slot_wanted: bool = False) -> list[tuple[Hashable, SpeechResult | BaseException]]:
+        """The oldest chunk in flight, once its answer (or its own error) came: waits for it."""
+        if not self._in_flight:
+            return []
+        tag = next(iter(self._in_flight))
+        request, response = self._in_flight.pop(tag)
+        try:
+            return [(tag, self.calls.result("speak", response, (request,)))]
+        except Exception as exc:  # noqa: BLE001 - this chunk's job fails, the others go on
+            return [(tag, exc)]
+
+    def cancel(self, tags: set[Hashable]) -> None:
+        for tag in tags:  # the deployment finishes them; their answers are dropped
+            self._in_flight.pop(tag, None)
 
 
 class RemoteFastPitch(RemoteStage):

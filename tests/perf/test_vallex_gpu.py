@@ -8,12 +8,13 @@ Run: `pytest -m gpu tests/perf/test_vallex_gpu.py -s`.
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 import torch
 
 from iris_pipeline.models.vallex import build_vallex
-from iris_pipeline.models.vallex.decode import Sampling, VallexDecoder
+from iris_pipeline.models.vallex.decode import Sampling, SlotDecoder, VallexDecoder
 from tests.support.vallex_perf import (
     count_step_kernels,
     hbm_floor,
@@ -81,3 +82,57 @@ def test_ar_decode_375_frames(full_fp16_model, batch, record_property):
     # A step cannot beat streaming its weights once; a lower figure means the timing is broken.
     for mode, _, _ in modes:
         assert row[f"{mode}_ms_per_step"] > ideal.floor_ms * 0.9, mode
+
+
+def slot_decode_ms(decoder: SlotDecoder, requests: list) -> tuple[float, list[torch.Tensor]]:
+    """Wall ms of one continuous decode of `requests` (all admitted at once, stepped until every one
+    ended: prefills, steps, NAR), and the codes by request index."""
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    for i, request in enumerate(requests):
+        decoder.admit(request, tag=i, key=i)
+    codes: dict[int, torch.Tensor] = {}
+    while decoder.occupied:
+        codes.update({f.tag: f.codes for f in decoder.step()})
+    torch.cuda.synchronize()
+    return (time.perf_counter() - start) * 1e3, [codes[i] for i in range(len(requests))]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("batch", [1, 16])
+def test_slot_decode_375_frames_beside_the_static_decode(full_fp16_model, batch, record_property):
+    """The continuous decode (per-slot positions, masks and streams) against the static batched decode
+    it replaced, same requests, both with CUDA graphs: wall ms of a whole decode (fp16: the two take
+    other kernels, so their codes may part after a near tie; the CPU tests compare codes in fp32)."""
+    model = full_fp16_model
+    requests = synthetic_requests(batch, TEXT_TOKENS, PROMPT_FRAMES, frames=FRAMES)
+    greedy = Sampling(greedy=True)
+    static = VallexDecoder(model, use_cuda_graph=True, max_batch=16)
+    static.capture_all(greedy)
+    slots = SlotDecoder(model, slots=16, sampling=greedy, use_cuda_graph=True)
+    slots.capture_all()
+    static.generate(requests, greedy)  # warm-up
+    slot_decode_ms(slots, requests)
+    runs = []
+    for _ in range(3):
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        static.generate(requests, greedy)
+        torch.cuda.synchronize()
+        static_ms = (time.perf_counter() - start) * 1e3
+        runs.append((static_ms, *slot_decode_ms(slots, requests)))
+    static_ms = min(r[0] for r in runs)
+    continuous_ms = min(r[1] for r in runs)
+    row = {"gpu": torch.cuda.get_device_name(), "batch": batch, "frames": FRAMES, "static_decode_ms": static_ms,
+           "continuous_decode_ms": continuous_ms, "continuous_over_static": continuous_ms / static_ms,
+           "uncaptured_steps": slots.uncaptured_steps}
+    print("\nvallex continuous vs static decode:", json.dumps(row, indent=1))
+    for key, value in row.items():
+        record_property(key, value)
+    assert slots.uncaptured_steps == 0
+    assert all(c.shape == (FRAMES, 8) for c in runs[-1][2])
+    # A step cannot beat streaming its weights once; a lower figure means the timing is broken.
+    bandwidth = peak_bandwidth()
+    assert bandwidth, "peak memory bandwidth unknown for this GPU"
+    floor = hbm_floor(model, batch, TEXT_TOKENS + 1 + PROMPT_FRAMES + FRAMES // 2, bandwidth)
+    assert continuous_ms / FRAMES > floor.floor_ms * 0.9

@@ -29,6 +29,7 @@ logits equal those of the smallest possible cache bit for bit (on the CPU; teste
 
 from __future__ import annotations
 
+import hashlib
 import math
 import threading
 from collections import OrderedDict
@@ -439,6 +440,60 @@ class DecodeCaches:
             held -= self._entries.pop(key).nbytes
 
 
+@torch.no_grad()
+def decode_nar(model: Vallex, requests: list[DecodeRequest], codebook0: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Codes [T_g, 8] of every request from its generated codebook 0, all sequences in one batch."""
+    emb = model.nar_audio_embeddings
+    n_q = model.config.num_quantizers
+    dev, d = next(model.parameters()).device, model.config.d_model
+    dtype = next(model.parameters()).dtype
+    texts = [model.nar_text(r.text.to(dev), r.languages.to(dev)) for r in requests]
+    prompts = [r.prompt_codes.to(dev).long() for r in requests]
+    gens = [c.to(dev).long() for c in codebook0]
+    text_lens = [t.shape[0] for t in texts]
+    prompt_lens = [p.shape[0] for p in prompts]
+    gen_lens = [g.shape[0] for g in gens]
+    total = [s + p + g for s, p, g in zip(text_lens, prompt_lens, gen_lens, strict=True)]
+    batch, width, gen_width = len(requests), max(total), max(gen_lens)
+    model.nar_audio_position.ensure_length(width)
+
+    text_part = torch.zeros(batch, width, d, dtype=dtype, device=dev)
+    audio_part = torch.zeros(batch, width, d, dtype=dtype, device=dev)
+    audio_positions = torch.zeros(batch, width, dtype=torch.long, device=dev)
+    is_audio = torch.zeros(batch, width, 1, dtype=dtype, device=dev)
+    gen_cols = torch.zeros(batch, gen_width, dtype=torch.long, device=dev)
+    gen_valid = torch.zeros(batch, gen_width, dtype=torch.bool, device=dev)
+    for b in range(batch):
+        s, p, g = text_lens[b], prompt_lens[b], gen_lens[b]
+        text_part[b, :s] = texts[b].to(dtype)
+        audio = emb[0](torch.cat([prompts[b][:, 0], gens[b]]))
+        for j in range(1, n_q):  # the prompt is complete: all 8 codebooks
+            audio[:p] = audio[:p] + emb[j](prompts[b][:, j])
+        audio_part[b, s:s + p + g] = audio.to(dtype)
+        audio_positions[b, s:s + p + g] = torch.arange(p + g, device=dev)
+        is_audio[b, s:s + p + g] = 1
+        gen_cols[b, :g] = torch.arange(s + p, s + p + g, device=dev)
+        gen_valid[b, :g] = True
+    allowed = None
+    if min(total) != width:  # padding keys exist: hide them from every query
+        lengths = torch.tensor(total, device=dev)
+        allowed = (torch.arange(width, device=dev)[None, :] < lengths[:, None])[:, None, None, :]
+    audio_pe = model.nar_audio_position.alpha * model.nar_audio_position.table[audio_positions] * is_audio
+
+    codes = [g[:, None] for g in gens]
+    gather = gen_cols.unsqueeze(-1).expand(-1, -1, d)
+    for stage in range(1, n_q):
+        x = text_part + audio_part + audio_pe
+        h = model.nar_decoder(x, allowed, model.nar_stage_vector(stage))
+        logits = model.nar_predict_layers[stage - 1](torch.gather(h, 1, gather))
+        codes_stage = logits.argmax(dim=-1)  # [B, gen_width]
+        if stage < n_q - 1:
+            delta = emb[stage](codes_stage).to(dtype) * gen_valid.unsqueeze(-1)
+            audio_part = audio_part.scatter_add(1, gather, delta)
+        codes = [torch.cat([c, codes_stage[b, :gen_lens[b], None]], dim=1) for b, c in enumerate(codes)]
+    return codes
+
+
 class VallexDecoder:
     """Batched AR + NAR decoding for one model (bound to the model's current device and dtype).
 
@@ -645,59 +700,9 @@ class VallexDecoder:
         return codes, logits
 
     # ---- NAR --------------------------------------------------------------------------------
-    @torch.no_grad()
     def decode_nar(self, requests: list[DecodeRequest], codebook0: list[torch.Tensor]) -> list[torch.Tensor]:
         """Codes [T_g, 8] of every request from its generated codebook 0, all sequences in one batch."""
-        model = self.model
-        emb = model.nar_audio_embeddings
-        n_q = model.config.num_quantizers
-        dev, d = self.device, model.config.d_model
-        dtype = next(model.parameters()).dtype
-        texts = [model.nar_text(r.text.to(dev), r.languages.to(dev)) for r in requests]
-        prompts = [r.prompt_codes.to(dev).long() for r in requests]
-        gens = [c.to(dev).long() for c in codebook0]
-        text_lens = [t.shape[0] for t in texts]
-        prompt_lens = [p.shape[0] for p in prompts]
-        gen_lens = [g.shape[0] for g in gens]
-        total = [s + p + g for s, p, g in zip(text_lens, prompt_lens, gen_lens, strict=True)]
-        batch, width, gen_width = len(requests), max(total), max(gen_lens)
-        model.nar_audio_position.ensure_length(width)
-
-        text_part = torch.zeros(batch, width, d, dtype=dtype, device=dev)
-        audio_part = torch.zeros(batch, width, d, dtype=dtype, device=dev)
-        audio_positions = torch.zeros(batch, width, dtype=torch.long, device=dev)
-        is_audio = torch.zeros(batch, width, 1, dtype=dtype, device=dev)
-        gen_cols = torch.zeros(batch, gen_width, dtype=torch.long, device=dev)
-        gen_valid = torch.zeros(batch, gen_width, dtype=torch.bool, device=dev)
-        for b in range(batch):
-            s, p, g = text_lens[b], prompt_lens[b], gen_lens[b]
-            text_part[b, :s] = texts[b].to(dtype)
-            audio = emb[0](torch.cat([prompts[b][:, 0], gens[b]]))
-            for j in range(1, n_q):  # the prompt is complete: all 8 codebooks
-                audio[:p] = audio[:p] + emb[j](prompts[b][:, j])
-            audio_part[b, s:s + p + g] = audio.to(dtype)
-            audio_positions[b, s:s + p + g] = torch.arange(p + g, device=dev)
-            is_audio[b, s:s + p + g] = 1
-            gen_cols[b, :g] = torch.arange(s + p, s + p + g, device=dev)
-            gen_valid[b, :g] = True
-        allowed = None
-        if min(total) != width:  # padding keys exist: hide them from every query
-            lengths = torch.tensor(total, device=dev)
-            allowed = (torch.arange(width, device=dev)[None, :] < lengths[:, None])[:, None, None, :]
-        audio_pe = model.nar_audio_position.alpha * model.nar_audio_position.table[audio_positions] * is_audio
-
-        codes = [g[:, None] for g in gens]
-        gather = gen_cols.unsqueeze(-1).expand(-1, -1, d)
-        for stage in range(1, n_q):
-            x = text_part + audio_part + audio_pe
-            h = model.nar_decoder(x, allowed, model.nar_stage_vector(stage))
-            logits = model.nar_predict_layers[stage - 1](torch.gather(h, 1, gather))
-            codes_stage = logits.argmax(dim=-1)  # [B, gen_width]
-            if stage < n_q - 1:
-                delta = emb[stage](codes_stage).to(dtype) * gen_valid.unsqueeze(-1)
-                audio_part = audio_part.scatter_add(1, gather, delta)
-            codes = [torch.cat([c, codes_stage[b, :gen_lens[b], None]], dim=1) for b, c in enumerate(codes)]
-        return codes
+        return decode_nar(self.model, requests, codebook0)
 
     # ---- both ---------------------------------------------------------------------------------
     @torch.no_grad()
@@ -710,3 +715,439 @@ class VallexDecoder:
         codes = self.decode_nar(requests, codebook0)
         return [DecodeResult(codes=c, ar_logits=None if logits is None else logits[b])
                 for b, c in enumerate(codes)]
+
+
+# ---- continuous batching: a fixed set of slots ----------------------------------------------------
+#
+# Each slot of a `SlotCache` holds one sequence at its own columns [0, prefix + frames) of its own
+# cache row, with its own position, step and random stream: rows never read each other, so a
+# sequence's codes are a function of its request and stream key alone (batch-invariant), whatever
+# shares the batch and whenever it joined. A sequence is prefilled alone into a free slot and joins
+# the running batch at the next step; once finished it leaves and its slot is reset for the next.
+# The step runs over the first `b` slots and the first `c` columns (b and c from the batch and
+# capacity buckets: one static-shape graph per (b, c), all captured up front).
+
+_MASK32 = 0xFFFF_FFFF
+
+
+def stream_key(seed: int, *counters: int) -> int:
+    """A 63-bit random-stream key for `seed` and counters (e.g. chunk, piece), stable across runs."""
+    digest = hashlib.blake2b(repr((int(seed), *map(int, counters))).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1
+
+
+def _mix32(x: torch.Tensor) -> torch.Tensor:
+    """A 32-bit integer hash (Wellons' lowbias32) of int64 values in [0, 2^32), kept in that range."""
+    x = x ^ (x >> 16)
+    x = (x * 0x7FEB352D) & _MASK32
+    x = x ^ (x >> 15)
+    x = (x * 0x846CA68B) & _MASK32
+    return x ^ (x >> 16)
+
+
+def counter_uniform(key: torch.Tensor, step: torch.Tensor, width: int) -> torch.Tensor:
+    """Uniform noise float32 [B, width] in (0, 1), a pure function of (key[b], step[b], column).
+
+    Counter-based: nothing is drawn from a generator, so it is the same on every device, inside a
+    CUDA graph, and for a row whatever the other rows are. 23 random bits per value.
+    """
+    base = _mix32((key & _MASK32) ^ _mix32(((key >> 32) & _MASK32) ^ _mix32(step & _MASK32)))
+    column = (torch.arange(width, device=key.device, dtype=torch.long) * 0x9E3779B9) & _MASK32
+    bits = _mix32(_mix32(base[:, None] ^ column) ^ base[:, None])
+    return ((bits >> 9).float() + 0.5) / float(1 << 23)
+
+
+@dataclass
+class SlotCache:
+    """Decode state of `slots` sequences of up to `capacity` cache columns each (one row per slot)."""
+
+    keys: torch.Tensor  # [layers, S, H, capacity, head_dim]
+    values: torch.Tensor
+    valid: torch.Tensor  # [S, capacity] bool: column holds a key of this row's sequence
+    token: torch.Tensor  # [S] long: the token fed at the next step
+    audio_pos: torch.Tensor  # [S] long: its position in the AR audio stream
+    column: torch.Tensor  # [S] long: the column the next step writes
+    logits: torch.Tensor  # [S, 1025]: the logits the next frame is drawn from
+    step: torch.Tensor  # [S] long: new-frame index of the next draw
+    finished: torch.Tensor  # [S] bool (a free slot is finished)
+    min_frames: torch.Tensor  # [S] long
+    max_frames: torch.Tensor  # [S] long
+    stream: torch.Tensor  # [S] long: random-stream key of the in-graph sampler
+    tokens: torch.Tensor  # [S, capacity] long: drawn tokens by new-frame index
+
+    @classmethod
+    def allocate(cls, model: Vallex, slots: int, capacity: int) -> SlotCache:
+        p = next(model.parameters())
+        cfg = model.config
+        shape = (cfg.num_layers, slots, cfg.nhead, capacity, cfg.head_dim)
+
+        def longs(*size: int) -> torch.Tensor:
+            return torch.zeros(size, dtype=torch.long, device=p.device)
+
+        return cls(keys=torch.zeros(shape, dtype=p.dtype, device=p.device),
+                   values=torch.zeros(shape, dtype=p.dtype, device=p.device),
+                   valid=torch.zeros(slots, capacity, dtype=torch.bool, device=p.device),
+                   token=longs(slots), audio_pos=longs(slots), column=longs(slots),
+                   logits=torch.zeros(slots, cfg.num_audio_tokens + 1, dtype=p.dtype, device=p.device),
+                   step=longs(slots), finished=torch.ones(slots, dtype=torch.bool, device=p.device),
+                   min_frames=longs(slots), max_frames=longs(slots), stream=longs(slots),
+                   tokens=torch.full((slots, capacity), EOS_ID, dtype=torch.long, device=p.device))
+
+    @staticmethod
+    def bytes_for(model: Vallex, slots: int, capacity: int) -> int:
+        cfg = model.config
+        element = next(model.parameters()).element_size()
+        kv = 2 * cfg.num_layers * slots * cfg.nhead * capacity * cfg.head_dim * element
+        return kv + slots * capacity * (1 + 8) + slots * (8 * 7 + 1 + (cfg.num_audio_tokens + 1) * element)
+
+    @property
+    def slots(self) -> int:
+        return self.keys.shape[1]
+
+    @property
+    def capacity(self) -> int:
+        return self.keys.shape[3]
+
+    def view(self, slots: int, capacity: int) -> SlotCache:
+        """The first `slots` rows and `capacity` columns: views of this cache's memory."""
+        return SlotCache(keys=self.keys[:, :slots, :, :capacity], values=self.values[:, :slots, :, :capacity],
+                         valid=self.valid[:slots, :capacity], token=self.token[:slots],
+                         audio_pos=self.audio_pos[:slots], column=self.column[:slots],
+                         logits=self.logits[:slots], step=self.step[:slots], finished=self.finished[:slots],
+                         min_frames=self.min_frames[:slots], max_frames=self.max_frames[:slots],
+                         stream=self.stream[:slots], tokens=self.tokens[:slots, :capacity])
+
+    def state(self) -> list[torch.Tensor]:
+        """Every tensor a step changes apart from K/V (whose columns beyond the valid ones are scratch)."""
+        return [self.valid, self.token, self.audio_pos, self.column, self.logits, self.step, self.finished,
+                self.tokens]
+
+    def clear(self, slot: int) -> None:
+        """Reset a slot to free: finished, no valid key, writing column 0 (so an idle row that runs
+        with the others stays in bounds and attends to its own scratch key alone)."""
+        self.valid[slot].zero_()
+        self.finished[slot] = True
+        for tensor in (self.token, self.audio_pos, self.column, self.step, self.min_frames, self.max_frames,
+                       self.stream):
+            tensor[slot] = 0
+        self.tokens[slot].fill_(EOS_ID)
+
+
+def slot_step(model: Vallex, cache: SlotCache) -> None:
+    """One AR step for every slot of `cache` (a view): each row writes its own column and attends to
+    its own valid columns; finished rows stay where they are. Static shapes, no host sync."""
+    cache.valid.scatter_(1, cache.column[:, None], True)
+    x = model.ar_audio_position.at(model.ar_audio_embedding(cache.token), cache.audio_pos).unsqueeze(1)
+    bias = torch.zeros_like(cache.valid, dtype=cache.keys.dtype).masked_fill_(~cache.valid, float("-inf"))
+    bias = bias[:, None, None, :]
+    cfg = model.config
+    where = cache.column.view(-1, 1, 1, 1).expand(-1, cfg.nhead, 1, cfg.head_dim)
+    for i, layer in enumerate(model.ar_decoder.layers):
+        q, k, v = layer.self_attn.project(layer.norm1(x))
+        cache.keys[i].scatter_(2, where, k)
+        cache.values[i].scatter_(2, where, v)
+        h = x + layer.self_attn.attend(q, cache.keys[i], cache.values[i], bias)
+        x = layer.feed_forward(h)
+    cache.logits.copy_(model.ar_predict_layer(model.ar_decoder.final_norm(x[:, 0])))
+    moving = (~cache.finished).long()
+    cache.column.add_(moving)
+    cache.audio_pos.add_(moving)
+
+
+def record_draw(cache: SlotCache, token: torch.Tensor) -> None:
+    """Store each row's drawn token [S] at its step (EOS once done), mark the finished rows, feed the token."""
+    done = cache.finished | (cache.max_frames <= cache.step)
+    token = torch.where(done, torch.full_like(token, EOS_ID), token)
+    cache.tokens.scatter_(1, cache.step[:, None], token[:, None])
+    cache.step.add_((~cache.finished).long())  # a finished row's step stays in bounds
+    cache.finished.logical_or_(token == EOS_ID)
+    cache.token.copy_(token)
+
+
+def slot_sample_and_step(model: Vallex, cache: SlotCache, sampling: Sampling) -> None:
+    """In-graph sampler of the slots: each row draws with its own counter-based noise, then `slot_step`."""
+    logits = filtered_logits(cache.logits, cache.step, cache.min_frames, sampling)
+    if sampling.greedy:
+        token = logits.argmax(dim=-1)
+    else:
+        token = gumbel_argmax(logits, counter_uniform(cache.stream, cache.step, logits.shape[1]))
+    record_draw(cache, token)
+    slot_step(model, cache)
+
+
+@dataclass
+class SlotSequence:
+    """Host view of an occupied slot: its request and how far it got (no device sync needed)."""
+
+    tag: Any
+    request: DecodeRequest
+    prefix: int  # cache columns of its prefix
+    min_frames: int
+    max_frames: int
+    generator: torch.Generator | None  # the host sampler's stream (None in the in-graph sampler)
+    drawn: int = 0  # frames drawn so far
+
+
+@dataclass
+class SlotBucket:
+    """The step over the first `slots` rows and `capacity` columns: its view, function and graph."""
+
+    view: SlotCache
+    fn: Callable[[], None]
+    graph: Any = None  # torch.cuda.CUDAGraph once captured
+
+
+@dataclass
+class SlotPool:
+    """A `SlotCache` and who occupies which slot."""
+
+    cache: SlotCache
+    capture: bool  # its steps go through the buckets (replayed graphs on a GPU); else `step`, eagerly
+    step: SlotBucket | None = None  # the whole cache's step, for a pool stepped eagerly
+    occupants: dict[int, SlotSequence] = field(default_factory=dict)
+
+    def free_slot(self) -> int | None:
+        return next((s for s in range(self.cache.slots) if s not in self.occupants), None)
+
+
+@dataclass
+class FinishedSequence:
+    tag: Any
+    codes: torch.Tensor  # LongTensor [T_g, 8]
+
+
+class SlotDecoder:
+    """Continuous batching of the AR decode over `slots` slots; NAR of what finishes together.
+
+    `admit(request, tag, key)` prefills a sequence into a free slot (it joins at the next step);
+    `step()` draws one frame for every occupied slot, runs one model step, and returns the
+    sequences that finished (EOS after their `min_frames`, or `max_frames`), which leave at once.
+    A sequence's random stream is keyed by `key` (see `stream_key`): the host sampler draws with a
+    `torch.Generator` of its own seeded with it (official `torch.multinomial` semantics), the
+    in-graph sampler hashes (key, step, token) into Gumbel noise. Either way, and greedy too, a
+    sequence's codes do not depend on the other slots.
+
+    The step of b occupied slots (the highest occupied slot + 1, rounded up to a batch bucket) over
+    c columns (the furthest column written, rounded up to a capacity bucket) is a view of the
+    cache; with `use_cuda_graph` its graph is replayed (`capture_all()` captures every (b, c) up
+    front). A sequence whose prefix + `max_frames` exceeds the largest capacity bucket gets a
+    one-slot pool of its own, stepped eagerly beside the others.
+    `eos_check_every`: how often the host reads the finished flags (a device sync) when no caller
+    waits for a slot; `step(slot_wanted=True)` reads them at once.
+    """
+
+    def __init__(self, model: Vallex, slots: int, sampling: Sampling | None = None,
+                 use_cuda_graph: bool = False, capacity_buckets: Sequence[int] = CAPACITY_BUCKETS,
+                 eos_check_every: int = 8, cache_bytes: int | None = None):
+        self.model = model
+        self.device = next(model.parameters()).device
+        self.sampling = sampling or Sampling()
+        self.use_cuda_graph = bool(use_cuda_graph) and self.device.type == "cuda"
+        self.batch_buckets = batch_buckets(slots)
+        self.capacity_buckets = check_capacity_buckets(capacity_buckets)
+        self.eos_check_every = max(1, eos_check_every)
+        self.cache_bytes = cache_bytes
+        self.overflow: list[SlotPool] = []  # one-slot pools of sequences longer than the largest bucket
+        self._check_budget(SlotCache.bytes_for(model, slots, self.capacity_buckets[-1]), "the slots' cache", held=0)
+        self.pool = SlotPool(SlotCache.allocate(model, slots, self.capacity_buckets[-1]), capture=True)
+        self.captured_up_front = False
+        self.uncaptured_steps = 0
+        self._buckets: dict[tuple[int, int], SlotBucket] = {}
+        self._graph_pool: tuple | None = None
+        # tensors outside the cache that the captured graphs read: held so a regrown table is not freed
+        self._graph_inputs: list[torch.Tensor] = []
+        self._steps = 0
+        model.ar_audio_position.ensure_length(max(self.capacity_buckets[-1], model.config.positional_table))
+
+    # ---- bookkeeping ----------------------------------------------------------------------------
+    @property
+    def slots(self) -> int:
+        return self.pool.cache.slots
+
+    @property
+    def occupied(self) -> int:
+        """Sequences decoding now (in the slots and in overflow pools)."""
+        return len(self.pool.occupants) + sum(len(p.occupants) for p in self.overflow)
+
+    @property
+    def free_slots(self) -> int:
+        return self.slots - self.occupied
+
+    @property
+    def nbytes(self) -> int:
+        pools = [self.pool, *self.overflow]
+        return sum(SlotCache.bytes_for(self.model, p.cache.slots, p.cache.capacity) for p in pools)
+
+    def _check_budget(self, size: int, what: str, held: int | None = None) -> None:
+        """ConfigError unless `size` more bytes fit `cache_bytes` beside the `held` ones (default: all pools)."""
+        held = self.nbytes if held is None else held
+        if self.cache_bytes is not None and held + size > self.cache_bytes:
+            raise ConfigError(f"vallex decode caches: {what} needs {size / 2**20:.1f} MiB more than the "
+                              f"{(self.cache_bytes - held) / 2**20:.1f} MiB left of the budget of "
+                              f"{self.cache_bytes / 2**20:.1f} MiB")
+
+    # ---- graphs ---------------------------------------------------------------------------------
+    def _step_fn(self, cache: SlotCache) -> Callable[[], None]:
+        """One step of `cache` (a view): the model step, with the draw fused in for the in-graph sampler."""
+        if self.sampling.in_graph:
+            return partial(slot_sample_and_step, self.model, cache, self.sampling)
+        return partial(slot_step, self.model, cache)
+
+    def capture_all(self) -> int:
+        """Capture the step of every (batch bucket, capacity bucket) of the slots while they are
+        free; afterwards nothing is captured. The number of graphs captured (0 without graphs)."""
+        if not self.use_cuda_graph:
+            return 0
+        if self.captured_up_front:
+            raise RuntimeError("capture_all() runs once per decoder")
+        if self.occupied:
+            raise RuntimeError("capture_all() needs every slot free")
+        captured = 0
+        for slots in self.batch_buckets:
+            for capacity in self.capacity_buckets:
+                self._bucket(slots, capacity, capture=True)
+                captured += 1
+        self.captured_up_front = True
+        return captured
+
+    def captured(self) -> set[tuple[int, int]]:
+        """(slots, capacity) of every step graph captured so far."""
+        return {key for key, bucket in self._buckets.items() if bucket.graph is not None}
+
+    def _bucket(self, slots: int, capacity: int, capture: bool) -> SlotBucket:
+        """The step of the main pool over (slots, capacity); its graph captured now if `capture`."""
+        bucket = self._buckets.get((slots, capacity))
+        if bucket is None:
+            view = self.pool.cache.view(slots, capacity)
+            bucket = self._buckets[(slots, capacity)] = SlotBucket(view, self._step_fn(view))
+        if bucket.graph is None and capture:
+            if self._graph_pool is None:
+                self._graph_pool = torch.cuda.graph_pool_handle()
+            self._graph_inputs.append(self.model.ar_audio_position.table)  # see StaticARCache.graph_inputs
+            with torch.cuda.device(self.device):
+                bucket.graph = capture_graph(bucket.fn, self.pool.cache.state(), pool=self._graph_pool)
+        return bucket
+
+    # ---- admission ------------------------------------------------------------------------------
+    @torch.no_grad()
+    def admit(self, request: DecodeRequest, tag: Any, key: int) -> None:
+        """Prefill `request` alone into a free slot (ValueError if none is free): it joins at the next step."""
+        if self.free_slots < 1:
+            raise ValueError("SlotDecoder.admit(): no free slot")
+        min_frames, max_frames = request.frame_limits()
+        model = self.model
+        stream = model.ar_stream(request.prompt_codes[:, 0].to(self.device))
+        text = model.ar_text(request.text.to(self.device), request.languages.to(self.device))
+        prefix = text.shape[0] + stream.shape[0]
+        need = prefix + max_frames
+        if need <= self.pool.cache.capacity:
+            pool = self.pool
+        else:  # longer than the largest bucket: a slot of its own, stepped eagerly
+            capacity = bucket_up(need, self.capacity_buckets)
+            self._check_budget(SlotCache.bytes_for(model, 1, capacity), f"a sequence of {need} columns")
+            cache = SlotCache.allocate(model, 1, capacity)
+            pool = SlotPool(cache, capture=False, step=SlotBucket(cache, self._step_fn(cache)))
+            model.ar_audio_position.ensure_length(capacity)
+            self.overflow.append(pool)
+        slot = pool.free_slot()
+        cache = pool.cache
+        x = torch.cat([text, model.ar_audio(stream)], dim=0).to(cache.keys.dtype).unsqueeze(0)
+        allowed = model.ar_allowed_mask(text.shape[0], stream.shape[0], self.device)[None, None]
+        for i, layer in enumerate(model.ar_decoder.layers):
+            q, k, v = layer.self_attn.project(layer.norm1(x))
+            cache.keys[i, slot, :, :prefix] = k[0]
+            cache.values[i, slot, :, :prefix] = v[0]
+            x = layer.feed_forward(x + layer.self_attn.attend(q, k, v, allowed))
+        cache.logits[slot] = model.ar_predict_layer(model.ar_decoder.final_norm(x[:, -1]))[0]
+        cache.valid[slot].zero_()
+        cache.valid[slot, :prefix] = True
+        cache.column[slot] = prefix
+        cache.audio_pos[slot] = stream.shape[0]
+        cache.token[slot] = EOS_ID
+        cache.step[slot] = 0
+        cache.finished[slot] = False
+        cache.min_frames[slot] = min_frames
+        cache.max_frames[slot] = max_frames
+        cache.stream[slot] = key
+        cache.tokens[slot].fill_(EOS_ID)
+        generator = None
+        if not self.sampling.greedy and not self.sampling.in_graph:
+            generator = torch.Generator(device=self.device).manual_seed(key)
+        pool.occupants[slot] = SlotSequence(tag, request, prefix, min_frames, max_frames, generator)
+
+    # ---- steps ----------------------------------------------------------------------------------
+    @torch.no_grad()
+    def step(self, slot_wanted: bool = False) -> list[FinishedSequence]:
+        """Draw one frame for every occupied slot and run one model step; the sequences that finished
+        (codes of all 8 codebooks, NAR batched over them). `slot_wanted`: read the finished flags now."""
+        self._steps += 1
+        check = slot_wanted or self._steps % self.eos_check_every == 0
+        done: list[tuple[SlotPool, int]] = []
+        for pool in [self.pool, *self.overflow]:
+            if pool.occupants:
+                done += self._step_pool(pool, check)
+        return self._finish(done)
+
+    def _step_pool(self, pool: SlotPool, check: bool) -> list[tuple[SlotPool, int]]:
+        occupants = pool.occupants
+        slots = bucket_up(max(occupants) + 1, self.batch_buckets) if pool.capture else pool.cache.slots
+        furthest = max(s.prefix + s.drawn for s in occupants.values())  # the column this step writes, at most
+        capacity = bucket_up(furthest + 1, self.capacity_buckets) if pool.capture else pool.cache.capacity
+        if pool.capture:
+            bucket = self._bucket(slots, capacity, capture=self.use_cuda_graph and not self.captured_up_front)
+        else:
+            bucket = pool.step
+        view, graph = bucket.view, bucket.graph
+        if not self.sampling.in_graph:
+            self._draw_on_host(view, occupants)
+        if graph is not None:
+            graph.replay()
+        else:
+            if self.use_cuda_graph:
+                self.uncaptured_steps += 1
+            bucket.fn()
+        for sequence in occupants.values():
+            sequence.drawn += 1
+        # a sequence that drew max_frames frames has all of them; an EOS shows in the flags
+        ended = {s for s, seq in occupants.items() if seq.drawn >= seq.max_frames}
+        if check:
+            flags = view.finished.tolist()
+            ended |= {s for s in occupants if flags[s]}
+        return [(pool, s) for s in sorted(ended)]
+
+    def _draw_on_host(self, view: SlotCache, occupants: dict[int, SlotSequence]) -> None:
+        """The host sampler: each occupied row draws from its own generator (official multinomial)."""
+        logits = filtered_logits(view.logits, view.step, view.min_frames, self.sampling)
+        if self.sampling.greedy:
+            token = logits.argmax(dim=-1)
+        else:
+            token = torch.full((view.slots,), EOS_ID, dtype=torch.long, device=self.device)
+            probs = F.softmax(logits, dim=-1)
+            for slot, sequence in occupants.items():
+                token[slot] = torch.multinomial(probs[slot], 1, generator=sequence.generator)[0]
+        record_draw(view, token)
+
+    def _finish(self, done: list[tuple[SlotPool, int]]) -> list[FinishedSequence]:
+        """Codebook 0 of the finished sequences, their NAR together; their slots freed."""
+        if not done:
+            return []
+        sequences, codebook0 = [], []
+        for pool, slot in done:
+            sequence = pool.occupants.pop(slot)
+            tokens = pool.cache.tokens[slot, :sequence.drawn]
+            is_eos = tokens == EOS_ID
+            length = int(is_eos.int().argmax()) if bool(is_eos.any()) else sequence.drawn
+            codebook0.append(tokens[:length].clone())
+            sequences.append(sequence)
+            pool.cache.clear(slot)
+        self.overflow = [p for p in self.overflow if p.occupants]
+        codes = decode_nar(self.model, [s.request for s in sequences], codebook0)
+        return [FinishedSequence(s.tag, c) for s, c in zip(sequences, codes, strict=True)]
+
+    def cancel(self, tags: set) -> None:
+        """Free the slots of the sequences tagged with one of `tags` without finishing them."""
+        for pool in [self.pool, *self.overflow]:
+            for slot in [s for s, seq in pool.occupants.items() if seq.tag in tags]:
+                del pool.occupants[slot]
+                pool.cache.clear(slot)
+        self.overflow = [p for p in self.overflow if p.occupants]

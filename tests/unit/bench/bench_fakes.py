@@ -28,6 +28,7 @@ from iris_pipeline.stages.contracts import (
     VoiceResult,
 )
 from iris_pipeline.timebase import CODEC_HOP, CODEC_RATE
+from tests.support.speech_slots import OneStepSlots
 
 FRAME_SIZE = 32  # fake avatar frames are 32x32 RGB
 
@@ -71,9 +72,9 @@ class FakeRVC(_FakeStage):
         return VoiceResult(Waveform(torch.zeros(n) + 0.01, CODEC_RATE))
 
 
-class FakeVallex(_FakeStage):
+class FakeVallex(OneStepSlots, _FakeStage):
     name = "vallex"
-    options = SimpleNamespace(max_batch=4)
+    options = SimpleNamespace(max_batch=4, scheduler="continuous", max_waiting=64)
 
     def encode_prompt(self, prompt: Waveform, transcript: str, language: str) -> Any:
         return SimpleNamespace(frames=int(prompt.samples.numel() // 320))
@@ -122,7 +123,10 @@ def stage_factory(costs: Costs | None = None):
     def build(name: str, config: Any, device: torch.device) -> Any:
         if name == "fastpitch":  # FastPitch's mel exists in the fastpitch lip-sync mode only
             return FakeFastPitch(costs, config.lipsync_features)
-        return FAKES[name](costs)
+        stage = FAKES[name](costs)
+        if name == "vallex":  # the config's scheduler, slots and bound, as the real stage reads them
+            stage.options = config.vallex.options
+        return stage
 
     return build
 

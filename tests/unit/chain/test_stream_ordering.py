@@ -32,6 +32,7 @@ from iris_pipeline.stages.contracts import (
     SpeechResult,
 )
 from iris_pipeline.timebase import CODEC_RATE, Timeline
+from tests.support.speech_slots import OneStepSlots
 
 CUDA0 = torch.device("cuda", 0)
 
@@ -148,8 +149,8 @@ def require_ordered(producer: str) -> None:
         raise AssertionError(f"{stream.name} reads what {producer} wrote without waiting on its event")
 
 
-class Vallex:
-    options = SimpleNamespace(max_batch=2)
+class Vallex(OneStepSlots):
+    options = SimpleNamespace(max_batch=2, scheduler="continuous", max_waiting=8)
 
     def prepare(self) -> None:
         pass
@@ -218,8 +219,11 @@ def test_release_caches_frees_what_the_stages_hold_beyond_prepare():
             freed, self.held = self.held, 0
             return freed
 
+    class CachedVallex(Vallex, Cached):
+        pass
+
     config = PipelineConfig(device="cpu", stages=["vallex", "fastpitch", "wav2lip"])
-    built = {"vallex": Cached(3000), "fastpitch": Cached(0), "wav2lip": Wav2Lip()}  # Wav2Lip: no caches
+    built = {"vallex": CachedVallex(3000), "fastpitch": Cached(0), "wav2lip": Wav2Lip()}  # Wav2Lip: no caches
     pipe = Pipeline(config, stage_factory=lambda name, cfg, device: built[name])
     pipe.prepare()
     try:
@@ -252,12 +256,16 @@ def test_stages_prepare_before_any_worker_starts():
     """VALL-E X captures its graphs in prepare(): no worker thread may run beside it."""
     seen: list[list[str]] = []
 
-    class Prepared(Wav2Lip):
-        def prepare(self) -> None:
-            seen.append([t.name for t in threading.enumerate() if t.name.startswith("iris-")])
+    def prepared(base: type) -> Any:
+        class Prepared(base):
+            def prepare(self) -> None:
+                seen.append([t.name for t in threading.enumerate() if t.name.startswith("iris-")])
+
+        return Prepared()
 
     config = PipelineConfig(device="cpu", stages=["vallex", "fastpitch", "wav2lip"])
-    pipe = Pipeline(config, stage_factory=lambda name, cfg, device: Prepared())
+    fakes = {"vallex": Vallex, "fastpitch": FastPitch, "wav2lip": Wav2Lip}
+    pipe = Pipeline(config, stage_factory=lambda name, cfg, device: prepared(fakes[name]))
     pipe.prepare()
     try:
         assert seen == [[], [], []]
