@@ -4,7 +4,8 @@ Three workers joined by bounded queues carry every job's chunks through the stag
 
     tts      RVC prompt (cached) + VALL-E X, chunk by chunk; chunks of several jobs are batched
     lipsync  audio stitching (equal-power cross-fades) + the lip-sync mel (FastPitch or the speech's)
-    render   Wav2Lip for every frame whose mel window is complete, frames to the host
+    render   Wav2Lip for every frame whose mel window is complete, frames to the host; the chunks of
+             several jobs that are ready share one batch
 
 so chunk k is in Wav2Lip while chunk k+1 is in VALL-E X, and several jobs can be in flight. Each
 stage runs on the device of the placement map and, on a GPU, on its own CUDA stream (the lipsync
@@ -37,6 +38,7 @@ from iris_pipeline.config import PipelineConfig
 from iris_pipeline.errors import InputError
 from iris_pipeline.metrics import RegionTimer
 from iris_pipeline.placement import Placement, Ready
+from iris_pipeline.stages.contracts import FramesRequest
 
 CODEC_RATE = 24000  # VALL-E X speech, samples per second
 CODEC_HOP = 320  # samples per EnCodec frame: 75 frames per second
@@ -660,41 +662,94 @@ class Pipeline:
     # --- the render worker: Wav2Lip --------------------------------------------------------------
 
     def _render_worker(self) -> None:
+        held = None  # an item taken while gathering that did not fit the batch: the next batch's first
         while True:
-            item = self._render_in.get()
-            if item is _STOP:
+            items, held = self._take_render_items(held)
+            self._render_items([item for item in items if item is not _STOP])
+            if items[-1] is _STOP:
                 return
-            if self._closed:
+
+    def _take_render_items(self, held: Any) -> tuple[list[Any], Any]:
+        """The render queue's items that are ready, in queue order: the first (waited for, unless one
+        was held back), then those already waiting while their frames fit in one Wav2Lip batch
+        (`wav2lip.options.batch_size`; the first is taken whatever its size). Returns them and the
+        item taken that did not fit, if any."""
+        limit = int(getattr(getattr(self.stages["wav2lip"], "options", None), "batch_size", 1))
+        items = [held if held is not None else self._render_in.get()]
+        frames = _frame_count(items[0])
+        while items[-1] is not _STOP and frames < limit:
+            try:
+                item = self._render_in.get_nowait()
+            except queue.Empty:
+                break
+            if frames + _frame_count(item) > limit:
+                return items, item
+            items.append(item)
+            frames += _frame_count(item)
+        return items, None
+
+    def _render_items(self, items: list[Any]) -> None:
+        """Render the requests among `items` together and deliver every item to its job, in queue
+        order (so each job's chunks stay in order); failures from the lipsync worker pass through."""
+        if self._closed:
+            for item in items:
                 self._abandon(item[0] if isinstance(item, tuple) else item.handle)
-                continue
+            return
+        requests = [item for item in items if not isinstance(item, tuple)]
+        outputs = dict(zip(map(id, requests), self._render(requests), strict=True))
+        for item in items:
             if isinstance(item, tuple):  # (handle, failure) from the lipsync worker
                 item[0]._deliver(item[1])
-                continue
-            try:
-                output = self._render(item)
-            except BaseException as exc:  # noqa: BLE001
-                item.handle._deliver(_Failure(exc))
-                continue
-            item.handle._deliver(output)
+            else:
+                item.handle._deliver(outputs[id(item)])
 
-    def _render(self, req: _FramesRequest) -> ChunkOutput:
-        handle = req.handle
+    def _render(self, reqs: list[_FramesRequest]) -> list[ChunkOutput | _Failure]:
+        """Chunk outputs of several jobs' frames requests, their frames rendered in one stage call."""
         device = self.placement.devices["wav2lip"]
         with self.placement.on("wav2lip"):
-            self.placement.accept("wav2lip", req.ready, [req.speech, req.mel])
-            if req.frame_count:
-                with handle.timer.region("wav2lip", device):
-                    frames = self.stages["wav2lip"].run(
-                        mel=req.mel.to(device), mel_offset=req.mel_offset, total_mel_frames=req.total_mel_frames,
-                        avatar=handle.job.avatar, frame_start=req.frame_start, frame_count=req.frame_count,
-                        fps=self.config.video.fps)["frames"]
-            else:
-                frames = torch.empty((0, 0, 0, 3), dtype=torch.uint8)
-            speech = req.speech.detach().float().cpu()  # on this stream: after the accepted mark
-        self._notify("wav2lip", handle.job.job_id, req.index, -1, req.frame_count)
-        return ChunkOutput(job_id=handle.job.job_id, index=req.index, last=req.last, speech=speech,
-                           speech_start=req.speech_start, frames=frames, frame_start=req.frame_start,
-                           timings=req.timings, words=req.words, ready_at=time.perf_counter())
+            for req in reqs:
+                self.placement.accept("wav2lip", req.ready, [req.speech, req.mel])
+            drawn = [req for req in reqs if req.frame_count]
+            rendered = dict(zip(map(id, drawn), self._render_frames(drawn, device), strict=True))
+            speech = [req.speech.detach().float().cpu() for req in reqs]  # on this stream: after the accepted marks
+        outputs: list[ChunkOutput | _Failure] = []
+        for req, samples in zip(reqs, speech, strict=True):
+            frames = rendered.get(id(req), torch.empty((0, 0, 0, 3), dtype=torch.uint8))
+            if isinstance(frames, BaseException):
+                outputs.append(_Failure(frames))
+                continue
+            self._notify("wav2lip", req.handle.job.job_id, req.index, -1, req.frame_count)
+            outputs.append(ChunkOutput(job_id=req.handle.job.job_id, index=req.index, last=req.last, speech=samples,
+                                       speech_start=req.speech_start, frames=frames, frame_start=req.frame_start,
+                                       timings=req.timings, words=req.words, ready_at=time.perf_counter()))
+        return outputs
+
+    def _render_frames(self, reqs: list[_FramesRequest], device: torch.device) -> list[torch.Tensor | BaseException]:
+        """Each request's frames from one `render_frames` call; where that call fails, each request
+        alone, so a bad request fails only its own job. The call's wall time is every member's
+        Wav2Lip time: each waited for all of it (the frames are on the host when it returns)."""
+        if not reqs:
+            return []
+        requests = [FramesRequest(mel=req.mel.to(device), mel_offset=req.mel_offset,
+                                  total_mel_frames=req.total_mel_frames, avatar=req.handle.job.avatar,
+                                  frame_start=req.frame_start, frame_count=req.frame_count, fps=self.config.video.fps)
+                    for req in reqs]
+        try:
+            start = time.perf_counter()
+            results = self.stages["wav2lip"].render_frames(requests)
+            elapsed_ms = (time.perf_counter() - start) * 1e3
+        except BaseException as exc:  # noqa: BLE001 - delivered to the job(s) it belongs to
+            if len(reqs) == 1:
+                return [exc]
+            return [self._render_frames([req], device)[0] for req in reqs]
+        for req in reqs:
+            req.handle.timer.add_ms("wav2lip", elapsed_ms)
+        return [result.frames for result in results]
+
+
+def _frame_count(item: Any) -> int:
+    """Frames a render queue item asks for (0 for a failure or the stop mark)."""
+    return item.frame_count if isinstance(item, _FramesRequest) else 0
 
 
 def _pad_columns(mel: torch.Tensor, columns: int) -> torch.Tensor:

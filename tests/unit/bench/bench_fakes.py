@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from iris_pipeline.audio import Waveform
+from iris_pipeline.stages.contracts import FramesRequest, FramesResult
 
 CODEC_RATE = 24000
 FRAME_SIZE = 32  # fake avatar frames are 32x32 RGB
@@ -91,11 +92,13 @@ class FakeWav2Lip(_FakeStage):
     def prepare_avatar(self, path: Any, fps: float = 25.0, progress: Any = None) -> Any:
         return SimpleNamespace(frames=torch.zeros(1, FRAME_SIZE, FRAME_SIZE, 3, dtype=torch.uint8), fps=fps)
 
-    def run(self, mel: torch.Tensor, mel_offset: int, total_mel_frames: int, avatar: Any, frame_start: int,
-            frame_count: int, fps: float) -> dict[str, Any]:
-        _sleep(self.costs.wav2lip_ms_per_frame * self.costs.scale * frame_count + self._extra())
-        frames = torch.full((frame_count, FRAME_SIZE, FRAME_SIZE, 3), 128, dtype=torch.uint8)
-        return {"frames": frames}
+    options = SimpleNamespace(batch_size=128)
+
+    def render_frames(self, requests: list[FramesRequest]) -> list[FramesResult]:
+        frames = sum(r.frame_count for r in requests)
+        _sleep(self.costs.wav2lip_ms_per_frame * self.costs.scale * frames + self._extra())
+        return [FramesResult(torch.full((r.frame_count, FRAME_SIZE, FRAME_SIZE, 3), 128, dtype=torch.uint8))
+                for r in requests]
 
 
 FAKES = {"rvc": FakeRVC, "vallex": FakeVallex, "fastpitch": FakeFastPitch, "wav2lip": FakeWav2Lip}

@@ -24,6 +24,7 @@ from iris_pipeline.chunking import Timeline
 from iris_pipeline.config import PipelineConfig
 from iris_pipeline.pipeline import CODEC_RATE, Job, Pipeline
 from iris_pipeline.placement import Placement, Ready
+from iris_pipeline.stages.contracts import FramesRequest, FramesResult
 
 CUDA0 = torch.device("cuda", 0)
 
@@ -167,9 +168,9 @@ class Wav2Lip:
     def prepare(self) -> None:
         pass
 
-    def run(self, mel: torch.Tensor, frame_count: int, **_: Any) -> dict[str, Any]:
+    def render_frames(self, requests: list[FramesRequest]) -> list[FramesResult]:
         require_ordered("fastpitch")
-        return {"frames": torch.zeros(frame_count, 4, 4, 3, dtype=torch.uint8)}
+        return [FramesResult(torch.zeros(r.frame_count, 4, 4, 3, dtype=torch.uint8)) for r in requests]
 
 
 def test_every_queue_hand_off_is_waited_on_by_the_consumer_stream(fake_events):
