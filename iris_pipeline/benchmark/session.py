@@ -21,7 +21,17 @@ import torch
 
 from iris_pipeline.benchmark import inputs, verdicts
 from iris_pipeline.benchmark.hostmem import HostMemorySampler
-from iris_pipeline.benchmark.runner import BenchTarget, ClipMeasurement, Progress, measure_clip
+from iris_pipeline.benchmark.runner import (
+    BenchTarget,
+    ClipMeasurement,
+    Phase,
+    Progress,
+    measure_clip,
+    phase_seed,
+    release_caches,
+    throughput_phases,
+    time_job,
+)
 from iris_pipeline.benchmark.settings import BenchSettings, Resolved, resolve
 from iris_pipeline.config import (
     STAGE_ORDER,
@@ -33,8 +43,18 @@ from iris_pipeline.config import (
 from iris_pipeline.errors import ConfigError
 from iris_pipeline.metrics import NvmlSampler, capture_context, device_used_bytes
 
+SCHEDULER_OPTION = "vallex.options.scheduler"  # the tts scheduler the throughput phases compare
 ENGINE_COUNTERS = ("attempts", "successes", "failures", "refused", "hits", "rebuilt_invalid", "build_seconds",
                    "load_seconds")
+
+
+@dataclass
+class SchedulerThroughput:
+    """The throughput phases of one clip length under a tts scheduler other than the configured one."""
+
+    scheduler: str
+    clip_s: float
+    phases: list[Phase]
 
 
 @dataclass
@@ -49,6 +69,8 @@ class BenchResult:
     notes: list[str] = field(default_factory=list)
     started_utc: str = ""
     duration_s: float = math.nan
+    scheduler: str = ""  # the configured tts scheduler: the one `clips` were measured with
+    other_schedulers: list[SchedulerThroughput] = field(default_factory=list)  # side by side (--schedulers)
 
     @property
     def gpu_name(self) -> str | None:
@@ -97,6 +119,49 @@ def build_config(config: Path | dict[str, Any] | None = None, *, size: str | Non
                 data[stage] = {**(data.get(stage) or {}), key: value}
     return parse_pipeline_config(data, source=source if not (size or precision or backend or stage_precision
                                                              or stage_backend) else f"{source} + flags")
+
+
+def with_setting(data: dict[str, Any], key: str, value: Any) -> dict[str, Any]:
+    """A copy of the config mapping `data` with the dotted `key` (e.g. vallex.options.scheduler) set
+    to `value`; the mappings on the way are created where missing."""
+    out = copy.deepcopy(data)
+    node = out
+    *parents, leaf = key.split(".")
+    if not leaf or not all(parents):
+        raise ConfigError(f"{key}={value!r}: expected a dotted config key, e.g. {SCHEDULER_OPTION}")
+    for part in parents:
+        if node.get(part) is None:
+            node[part] = {}
+        if not isinstance(node[part], dict):
+            raise ConfigError(f"{key}={value!r}: {part} is not a mapping in the config")
+        node = node[part]
+    node[leaf] = value
+    return out
+
+
+def configured_scheduler(config: PipelineConfig) -> str:
+    """The tts scheduler `config` runs (the stage's `scheduler` option; a tree without that option
+    decodes the waiting jobs together to the end: static)."""
+    from iris_pipeline.stages.vallex import parse_options
+
+    return str(getattr(parse_options(config.stage("vallex").options), "scheduler", "static"))
+
+
+def scheduler_configs(config: PipelineConfig, schedulers: list[str],
+                      stage_factory: Callable | None = None) -> dict[str, PipelineConfig]:
+    """`config` with each scheduler of `schedulers` other than its own, checked now by building its
+    stages (no model loads): a bad name fails before the long run, with the stage's own message."""
+    from iris_pipeline.stages import build_stage
+
+    own = configured_scheduler(config)
+    out = {}
+    for name in dict.fromkeys(schedulers):
+        if name != own:
+            data = with_setting(config.model_dump(mode="json"), SCHEDULER_OPTION, name)
+            out[name] = parse_pipeline_config(data, source=f"the config with {SCHEDULER_OPTION}={name}")
+            for stage in out[name].stages:
+                (stage_factory or build_stage)(stage, out[name], torch.device("cpu"))
+    return out
 
 
 def _yaml_mapping(path: Path) -> dict[str, Any]:
@@ -247,6 +312,21 @@ class BenchSession:
                            build_nvml=self.build_nvml, notes=self._notes(clips), started_utc=self.started_utc,
                            duration_s=time.perf_counter() - self._t0)
 
+    def measure_throughput(self, concurrencies: dict[float, list[int]]) -> list[tuple[float, list[Phase]]]:
+        """The throughput phases alone at the given concurrencies of each clip length, each length
+        after its own warm-up (the side-by-side measurement of another setting)."""
+        assert self.target is not None, "BenchSession.measure_throughput() runs inside `with`"
+        s, out = self.settings, []
+        for clip_s, levels in concurrencies.items():
+            release_caches(self.target)
+            for i in range(self.resolved.warmup):
+                if self.progress:
+                    self.progress(f"clip {clip_s:g} s: warm-up {i + 1}/{self.resolved.warmup}")
+                time_job(self.target, self.target.make_job(clip_s, s.seed + i), index=-1 - i)
+            out.append((clip_s, throughput_phases(self.target, clip_s, self.resolved, levels, phase_seed(s.seed),
+                                                  self.progress)))
+        return out
+
     def _notes(self, clips: list[ClipMeasurement]) -> list[str]:
         notes = list(self.resolved.notes)
         if not self.sampler.available:
@@ -267,6 +347,21 @@ class BenchSession:
 
 
 def run_benchmark(settings: BenchSettings, config: PipelineConfig, **kwargs: Any) -> BenchResult:
-    """Build the pipeline once, measure every clip length, tear down (keywords: `BenchSession`'s)."""
+    """Build the pipeline once, measure every clip length, tear down (keywords: `BenchSession`'s).
+    Then, for each of `settings.schedulers` other than the configured one, a pipeline built with
+    that scheduler runs the throughput phases at the concurrencies the configured one measured."""
+    others = scheduler_configs(config, settings.schedulers, kwargs.get("stage_factory")) if settings.throughput \
+        else {}
     with BenchSession(settings, config, **kwargs) as session:
-        return session.measure()
+        result = session.measure()
+    result.scheduler = configured_scheduler(config)
+    if settings.schedulers and not settings.throughput:
+        result.notes.append("--schedulers: no throughput phases ran (--no-throughput), so nothing was compared")
+    levels = {clip.clip_s: [p.concurrency for p in clip.phases] for clip in result.clips if clip.phases}
+    progress = kwargs.get("progress")
+    for name, other in others.items():
+        labelled = (lambda text, name=name: progress(f"scheduler {name}: {text}")) if progress else None
+        with BenchSession(settings, other, **{**kwargs, "targets": None, "progress": labelled}) as session:
+            result.other_schedulers += [SchedulerThroughput(name, clip_s, phases)
+                                        for clip_s, phases in session.measure_throughput(levels)]
+    return result

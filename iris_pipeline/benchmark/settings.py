@@ -58,6 +58,8 @@ class BenchSettings(BaseModel):
     reference: Path | None = None
     transcript: str | None = None
     nvml_period_s: float = Field(default=0.05, gt=0, le=10)
+    schedulers: list[str] = Field(default_factory=list, description="tts schedulers whose throughput phases are "
+                                  "measured side by side (vallex.options.scheduler); empty: the configured one")
 
     @field_validator("clip_lengths")
     @classmethod
@@ -68,6 +70,14 @@ class BenchSettings(BaseModel):
         if bad:
             raise ValueError(f"clip length {bad[0]} must be > 0 seconds")
         return list(dict.fromkeys(float(v) for v in value))
+
+    @field_validator("schedulers")
+    @classmethod
+    def _schedulers(cls, value: list[str]) -> list[str]:
+        names = [v.strip() for v in value]
+        if any(not n for n in names):
+            raise ValueError("an empty scheduler name")
+        return list(dict.fromkeys(names))
 
     @field_validator("statistics")
     @classmethod

@@ -33,6 +33,7 @@ class Costs:
     wav2lip_ms_per_frame: float = 0.2
     scale: float = 1.0  # multiplies every cost (an A/B slowdown)
     extra_ms: dict[str, float] | None = None  # per call, by stage name (an injected delay)
+    scheduler_scale: dict[str, float] | None = None  # multiplies VALL-E X's cost, by vallex.options.scheduler
 
 
 def _sleep(ms: float) -> None:
@@ -69,9 +70,12 @@ class FakeVallex(_FakeStage):
     def encode_prompt(self, prompt: Waveform, transcript: str, language: str) -> Any:
         return SimpleNamespace(frames=int(prompt.samples.numel() // 320))
 
+    scheduler: str | None = None  # the config's vallex.options.scheduler (see `stage_factory`)
+
     def run_batch(self, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
         frames = [r["num_frames"] or 75 for r in requests]
-        _sleep(self.costs.vallex_ms_per_s * self.costs.scale * max(frames) / 75 + self._extra())
+        scale = self.costs.scale * (self.costs.scheduler_scale or {}).get(self.scheduler, 1.0)
+        _sleep(self.costs.vallex_ms_per_s * scale * max(frames) / 75 + self._extra())
         return [{"speech": Waveform(0.1 * torch.sin(torch.arange(f * 320) / 20.0), CODEC_RATE),
                  "codes": torch.zeros(f, 8, dtype=torch.long)} for f in frames]
 
@@ -109,17 +113,21 @@ def stage_factory(costs: Costs | None = None):
     costs = costs or Costs()
 
     def build(name: str, config: Any, device: torch.device) -> Any:
-        return FAKES[name](costs)
+        stage = FAKES[name](costs)
+        if name == "vallex":
+            stage.scheduler = config.stage("vallex").options.get("scheduler")
+        return stage
 
     return build
 
 
-def make_pipeline(config: dict[str, Any], scale: float = 1.0) -> Any:
+def make_pipeline(config: dict[str, Any], scale: float = 1.0, scheduler_scale: dict[str, float] | None = None) -> Any:
     """Factory for the A/B worker (`--factory this_file.py:make_pipeline`): a Pipeline of fake stages."""
     from iris_pipeline.config import parse_pipeline_config
     from iris_pipeline.pipeline import Pipeline
 
-    return Pipeline(parse_pipeline_config(config), stage_factory=stage_factory(Costs(scale=scale)))
+    costs = Costs(scale=scale, scheduler_scale=scheduler_scale)
+    return Pipeline(parse_pipeline_config(config), stage_factory=stage_factory(costs))
 
 
 class FakeNvml:

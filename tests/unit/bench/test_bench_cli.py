@@ -24,6 +24,9 @@ def _run(monkeypatch, capsys, *args):
     (["--statistic", "latency_ms"], "--statistic 'latency_ms': expected KEY=VALUE"),
     (["--stage-precision", "foo=fp16"], "--stage-precision foo=...: unknown stage"),
     (["--precision", "fp8"], "precision: not allowed"),
+    (["--schedulers", "continuous,"], "schedulers: an empty scheduler name"),
+    (["--schedulers", "continuous,static,fifo", "--clip-lengths", "1"], "vallex.options.scheduler"),
+    (["--ab-base-set", "vallex.options.scheduler"], "--ab-base-set 'vallex.options.scheduler': expected KEY=VALUE"),
 ])
 def test_bad_options_give_one_line_and_a_non_zero_exit(monkeypatch, capsys, args, expected):
     code, err = _run(monkeypatch, capsys, "--device", "cpu", *args)
