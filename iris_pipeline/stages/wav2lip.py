@@ -16,6 +16,7 @@ without them on the backend's seeded synthetic set (speech-like mel, smooth face
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -259,8 +260,9 @@ class Wav2LipStage(Stage):
 
         The frames of all requests, whichever job they belong to, go through the generator
         together in batches of up to `options.batch_size`; each frame reads only its own mel window
-        and crop (the generator has no cross-sample op), so a request's frames are the same as when
-        it is rendered alone. Every request is checked before any work starts.
+        and crop (the generator has no op across samples), so a request's frames do not depend on
+        what shares its batch: bit for bit where the kernels do not change with the batch size (the
+        CPU), within their rounding otherwise. Every request is checked before any work starts.
         """
         plans = [_FramePlan.of(request, self.device) for request in requests]
         if not plans:
@@ -268,9 +270,7 @@ class Wav2LipStage(Stage):
         # one flat sequence of frames: windows [N, 1, 80, 16] and crops uint8 [N, 96, 96, 3]
         windows = torch.cat([self._windows(p.mel, p.local_starts) for p in plans])
         crops = torch.cat([p.request.avatar.crops[p.sources] for p in plans])
-        offsets = [0]
-        for plan in plans:
-            offsets.append(offsets[-1] + plan.count)
+        offsets = [0, *itertools.accumulate(plan.count for plan in plans)]  # plan i: frames [offsets[i], offsets[i+1])
         batch = self.options.batch_size
         for begin in range(0, offsets[-1], batch):
             end = min(offsets[-1], begin + batch)
