@@ -10,7 +10,8 @@ It drives any object with the `Pipeline` API (`submit(job) -> handle` with `chun
    outside the latency). While a time gate's interval still straddles its target (`more_runs`),
    more runs follow, half the planned count at a time, up to `max_runs`;
 3. throughput: closed loops of c clients (each submits its next job when its last one finished),
-   c = 1, 2, 4, ... until the rate improves by less than `saturation_gain` (or `max_concurrency`).
+   c = 1, 2, 4, ... until the rate improves by less than `saturation_gain` (or `max_concurrency`),
+   or exactly the `concurrencies` of the settings when they are given (the fastest one saturates).
    The first c completions of a phase fill the pipeline and are not counted; the rate is the
    completions after them over the time they took, and their latencies (submit -> whole result)
    give the phase's p50 / p99. The measured runs are themselves the c = 1 loop: where they meet
@@ -284,6 +285,16 @@ def ramp(target: BenchTarget, clip_s: float, resolved: Resolved, seed: int,
     return phases, (best.concurrency if best is not None else None), note
 
 
+def fixed_levels(target: BenchTarget, clip_s: float, resolved: Resolved, seed: int, progress: Progress | None = None,
+                 first: Phase | None = None) -> tuple[list[Phase], int | None, str | None]:
+    """The phases at exactly `settings.concurrencies` (no ramp; `first`: an already measured
+    concurrency-1 phase); the saturating concurrency is the fastest of them."""
+    phases = [first if c == 1 and first is not None else _closed_loop(target, clip_s, resolved, c, seed, progress)
+              for c in resolved.settings.concurrencies]
+    best = max((p for p in phases if not math.isnan(p.rate_cps)), key=lambda p: p.rate_cps, default=None)
+    return phases, (best.concurrency if best is not None else None), None
+
+
 def throughput_phases(target: BenchTarget, clip_s: float, resolved: Resolved, concurrencies: list[int], seed: int,
                       progress: Progress | None = None) -> list[Phase]:
     """One closed-loop phase at each of `concurrencies`, no ramp: another setting measured at the
@@ -356,7 +367,8 @@ def measure_clip(target: BenchTarget, clip_s: float, resolved: Resolved, sampler
     saturating, note = None, None
     if s.throughput:
         first = phase_from_runs(runs, resolved.phase_min_seconds, resolved.phase_min_clips)
-        phases, saturating, note = ramp(target, clip_s, resolved, phase_seed(s.seed), progress, first)
+        levels = fixed_levels if s.concurrencies else ramp
+        phases, saturating, note = levels(target, clip_s, resolved, phase_seed(s.seed), progress, first)
     nvml_all = sampler.summary()
     return ClipMeasurement(clip_s=clip_s, runs=runs, warmup=warmup, phases=phases,
                            saturating_concurrency=saturating, ramp_note=note, nvml_runs=nvml_runs,

@@ -58,6 +58,8 @@ class BenchSettings(BaseModel):
     reference: Path | None = None
     transcript: str | None = None
     nvml_period_s: float = Field(default=0.05, gt=0, le=10)
+    concurrencies: list[int] = Field(default_factory=list, description="throughput phases at exactly these "
+                                     "concurrencies, no ramp; empty: the ramp 1, 2, 4, ...")
     schedulers: list[str] = Field(default_factory=list, description="tts schedulers whose throughput phases are "
                                   "measured side by side (vallex.options.scheduler); empty: the configured one")
 
@@ -70,6 +72,14 @@ class BenchSettings(BaseModel):
         if bad:
             raise ValueError(f"clip length {bad[0]} must be > 0 seconds")
         return list(dict.fromkeys(float(v) for v in value))
+
+    @field_validator("concurrencies")
+    @classmethod
+    def _concurrencies(cls, value: list[int]) -> list[int]:
+        bad = [v for v in value if not 1 <= v <= 1024]
+        if bad:
+            raise ValueError(f"concurrency {bad[0]} must be in 1..1024")
+        return list(dict.fromkeys(value))
 
     @field_validator("schedulers")
     @classmethod
@@ -154,6 +164,16 @@ def parse_assignments(items: list[str] | None, name: str) -> dict[str, str]:
             raise ConfigError(f"{name} {item!r}: expected KEY=VALUE, e.g. vallex=fp16")
         out[key.strip()] = value.strip()
     return out
+
+
+def parse_concurrencies(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        values = []
+    if not values:
+        raise ConfigError(f"--concurrencies {text!r}: expected whole numbers separated by commas, e.g. 1,2,4,8")
+    return values
 
 
 def parse_clip_lengths(text: str) -> list[float]:

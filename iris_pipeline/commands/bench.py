@@ -50,6 +50,9 @@ def bench_command(
                                                                         "undecided (GPU 90, CPU 10)"),
     throughput: bool = typer.Option(True, "--throughput/--no-throughput", help="run the throughput phases"),
     max_concurrency: int | None = typer.Option(None, "--max-concurrency", min=1, help="ramp limit (GPU 16, CPU 2)"),
+    concurrencies: str | None = typer.Option(None, "--concurrencies", help="throughput phases at exactly these "
+                                                                           "concurrencies, e.g. 1,2,4,8 (default: "
+                                                                           "the ramp 1, 2, 4, ... to saturation)"),
     schedulers: str | None = typer.Option(None, "--schedulers", help="tts schedulers measured side by side in the "
                                                                      "throughput phases, e.g. continuous,static "
                                                                      "(default: the configured one): throughput.csv"),
@@ -97,7 +100,8 @@ def bench_command(
              "marginal": marginal,
              "phase_min_seconds": phase_min_seconds, "phase_min_clips": phase_min_clips, "encode_runs": encode_runs,
              "avatar": avatar, "reference": reference, "transcript": transcript, "language": language, "seed": seed,
-             "schedulers": schedulers.split(",") if schedulers is not None else None}
+             "schedulers": schedulers.split(",") if schedulers is not None else None,
+             "concurrencies": bench_settings.parse_concurrencies(concurrencies) if concurrencies else None}
     merged = {**file_settings, **{k: v for k, v in flags.items() if v is not None}}
     merged.update(statistics={**file_settings.get("statistics", {}),
                               **bench_settings.parse_assignments(statistic, "--statistic")},

@@ -25,6 +25,8 @@ def _run(monkeypatch, capsys, *args):
     (["--stage-precision", "foo=fp16"], "--stage-precision foo=...: unknown stage"),
     (["--precision", "fp8"], "precision: not allowed"),
     (["--schedulers", "continuous,"], "schedulers: an empty scheduler name"),
+    (["--concurrencies", "1,x"], "--concurrencies '1,x': expected whole numbers"),
+    (["--concurrencies", "1,0"], "concurrencies: concurrency 0 must be in 1..1024"),
     (["--schedulers", "continuous,static,fifo", "--clip-lengths", "1"], "vallex.options.scheduler"),
     (["--ab-base-set", "vallex.options.scheduler"], "--ab-base-set 'vallex.options.scheduler': expected KEY=VALUE"),
 ])

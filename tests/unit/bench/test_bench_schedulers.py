@@ -124,6 +124,20 @@ def test_without_schedulers_only_the_configured_one_is_measured():
     assert {r["scheduler"] for r in results.throughput_rows(result)} == {result.scheduler}
 
 
+def test_fixed_concurrencies_are_all_measured_without_a_ramp():
+    """A stand-in Wav2Lip so slow that more clients cannot help: the ramp would stop at c = 2, the
+    fixed levels run every one, and the fastest is the saturating one."""
+    settings = BenchSettings(clip_lengths=[CLIP_S], runs=3, warmup=0, encode_runs=0, n_boot=200, phase_min_clips=2,
+                             concurrencies=[1, 2, 4])
+    result = run_benchmark(settings, build_config(device="cpu", size="tiny"),
+                           stage_factory=bench_fakes.stage_factory(bench_fakes.Costs(wav2lip_ms_per_frame=2.0)),
+                           nvml=_NoNvml())
+    clip = result.clips[0]
+    assert [p.concurrency for p in clip.phases] == [1, 2, 4] and clip.ramp_note is None
+    fastest = max(clip.phases, key=lambda p: p.rate_cps)
+    assert clip.saturating_concurrency == fastest.concurrency
+
+
 def test_with_setting_sets_a_dotted_key_on_a_copy():
     data = {"vallex": {"precision": "fp32"}}
     assert with_setting(data, SCHEDULER_OPTION, "static") == {"vallex": {"precision": "fp32",
