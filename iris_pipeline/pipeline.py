@@ -726,8 +726,8 @@ class Pipeline:
 
     def _render_frames(self, reqs: list[_FramesRequest], device: torch.device) -> list[torch.Tensor | BaseException]:
         """Each request's frames from one `render_frames` call; where that call fails, each request
-        alone, so a bad request fails only its own job. The call's wall time is every member's
-        Wav2Lip time: each waited for all of it (the frames are on the host when it returns)."""
+        alone, so a bad request fails only its own job. The call's wall time is the Wav2Lip time of
+        every job in it, once: each waited for all of it (the frames are on the host when it returns)."""
         if not reqs:
             return []
         requests = [FramesRequest(mel=req.mel.to(device), mel_offset=req.mel_offset,
@@ -742,8 +742,8 @@ class Pipeline:
             if len(reqs) == 1:
                 return [exc]
             return [self._render_frames([req], device)[0] for req in reqs]
-        for req in reqs:
-            req.handle.timer.add_ms("wav2lip", elapsed_ms)
+        for handle in {id(req.handle): req.handle for req in reqs}.values():  # once per job, whatever its chunks
+            handle.timer.add_ms("wav2lip", elapsed_ms)
         return [result.frames for result in results]
 
 

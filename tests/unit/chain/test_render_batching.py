@@ -53,20 +53,25 @@ class FastPitch:
 
 
 class Wav2Lip:
-    def __init__(self, batch_size: int, queued: Any):
+    def __init__(self, batch_size: int, queued: Any, hold_for: int = 2):
         self.options = SimpleNamespace(batch_size=batch_size)
         self.queued = queued  # () -> items waiting in the render queue
+        self.hold_for = hold_for  # the first call returns once this many items wait behind it
         self.calls: list[list[tuple[int, int, int]]] = []  # per call: (mark, frame_start, frame_count)
+        self.call_ms: list[float] = []  # each call's own duration
 
     def prepare(self) -> None:
         pass
 
     def render_frames(self, requests: list[FramesRequest]) -> list[FramesResult]:
+        start = time.perf_counter()
         if not self.calls:  # hold the first call until the other jobs' chunks wait behind it
             deadline = time.monotonic() + 30
-            while self.queued() < 2 and time.monotonic() < deadline:
+            while self.queued() < self.hold_for and time.monotonic() < deadline:
                 time.sleep(0.01)
+        time.sleep(0.02)
         self.calls.append([(r.avatar.mark, r.frame_start, r.frame_count) for r in requests])
+        self.call_ms.append((time.perf_counter() - start) * 1e3)
         if any(r.avatar.mark == BAD for r in requests):
             raise ValueError("this avatar cannot be rendered")
         results = []
@@ -82,13 +87,13 @@ SECONDS = 2.0
 FRAMES = frame_count_for(int(SECONDS * CODEC_RATE), CODEC_RATE, 25.0)
 
 
-def _pipeline(batch_size: int, chunk_seconds: float | None = None) -> tuple[Pipeline, Wav2Lip]:
+def _pipeline(batch_size: int, chunk_seconds: float | None = None, hold_for: int = 2) -> tuple[Pipeline, Wav2Lip]:
     config = PipelineConfig(device="cpu", stages=["vallex", "fastpitch", "wav2lip"])
     config.chunking.enabled = chunk_seconds is not None
     if chunk_seconds is not None:
         config.chunking.chunk_seconds, config.chunking.first_chunk_seconds = chunk_seconds, None
     holder: dict[str, Pipeline] = {}
-    wav2lip = Wav2Lip(batch_size, lambda: holder["pipe"]._render_in.qsize())
+    wav2lip = Wav2Lip(batch_size, lambda: holder["pipe"]._render_in.qsize(), hold_for)
     stages = {"vallex": Vallex(), "fastpitch": FastPitch(), "wav2lip": wav2lip}
     holder["pipe"] = Pipeline(config, stage_factory=lambda name, cfg, device: stages[name])
     return holder["pipe"], wav2lip
@@ -136,13 +141,26 @@ def test_ready_chunks_of_several_jobs_share_a_call_up_to_the_batch_size(batch_si
 
 
 def test_a_jobs_chunks_stay_in_order_when_batched_with_other_jobs():
-    pipe, wav2lip = _pipeline(batch_size=128, chunk_seconds=0.6)
+    # three items held behind the first call: two jobs, so one call renders two chunks of one job
+    pipe, wav2lip = _pipeline(batch_size=128, chunk_seconds=0.6, hold_for=3)
     results = _render_all(pipe, _jobs([1, 2]))
     for mark, result in zip([1, 2], results, strict=True):
         _assert_own_frames_in_order(result, mark)
         starts = [start for call in wav2lip.calls for m, start, _ in call if m == mark]
         assert len(starts) == result.chunks and starts == sorted(starts)
     assert any(len({m for m, _, _ in call}) == 2 for call in wav2lip.calls), "no call held both jobs"
+
+
+def test_a_call_is_a_jobs_wav2lip_time_once_whatever_its_chunks_in_it():
+    pipe, wav2lip = _pipeline(batch_size=128, chunk_seconds=0.6, hold_for=3)
+    results = _render_all(pipe, _jobs([1, 2]))
+    assert any(len(call) > len({m for m, _, _ in call}) for call in wav2lip.calls), "no call held 2 chunks of a job"
+    for mark, result in zip([1, 2], results, strict=True):
+        own_ms = sum(ms for call, ms in zip(wav2lip.calls, wav2lip.call_ms, strict=True)
+                     if mark in {m for m, _, _ in call})
+        calls = sum(1 for call in wav2lip.calls if mark in {m for m, _, _ in call})
+        # the calls it was in, each counted once (plus the pipeline's few ms around each call)
+        assert own_ms <= result.stage_ms["wav2lip"] < own_ms + 15 * calls, (result.stage_ms, own_ms)
 
 
 def test_a_bad_request_fails_only_its_own_job():
