@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from iris_pipeline.errors import InputError
+from iris_pipeline.timebase import MEL_BINS, MEL_HOP, MEL_RATE, MEL_STFT_WINDOW, resampled_length
 
 
 @dataclass(frozen=True)
@@ -94,7 +95,7 @@ def resample_soxr_hq(samples: torch.Tensor, orig_rate: int, new_rate: int) -> to
 
     x = np.ascontiguousarray(samples.detach().cpu().float().numpy())
     y = soxr.resample(x, int(orig_rate), int(new_rate), quality="HQ")
-    length = -(-x.shape[0] * int(new_rate) // int(orig_rate))
+    length = resampled_length(x.shape[0], int(orig_rate), int(new_rate))
     y = np.pad(y, (0, max(0, length - y.shape[0])))[:length]
     return torch.from_numpy(np.ascontiguousarray(y)).to(samples.device)
 
@@ -152,11 +153,11 @@ def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, fmin: float, fmax:
 
 @dataclass(frozen=True)
 class Wav2LipMelParams:
-    sample_rate: int = 16000
-    n_fft: int = 800
-    hop_length: int = 200
-    win_length: int = 800
-    n_mels: int = 80
+    sample_rate: int = MEL_RATE
+    n_fft: int = MEL_STFT_WINDOW
+    hop_length: int = MEL_HOP
+    win_length: int = MEL_STFT_WINDOW
+    n_mels: int = MEL_BINS
     fmin: float = 55.0
     fmax: float = 7600.0
     preemphasis: float = 0.97
@@ -170,18 +171,6 @@ class Wav2LipMelParams:
 
 
 WAV2LIP_MEL = Wav2LipMelParams()
-
-
-def resampled_length(num_samples: int, sample_rate: int, new_rate: int = WAV2LIP_MEL.sample_rate) -> int:
-    """Length of a resampled signal: ceil(N * new / sr) (N when the rates are equal)."""
-    if sample_rate == new_rate:
-        return num_samples
-    return -(-num_samples * new_rate // sample_rate)
-
-
-def wav2lip_mel_frames(num_samples: int, sample_rate: int, params: Wav2LipMelParams = WAV2LIP_MEL) -> int:
-    """Columns of `wav2lip_mel` for N samples at `sample_rate`: 1 + ceil(N * 16000 / sr) // 200."""
-    return 1 + resampled_length(num_samples, sample_rate, params.sample_rate) // params.hop_length
 
 
 @lru_cache(maxsize=8)
@@ -206,7 +195,7 @@ def linear_magnitude_to_wav2lip_mel(magnitude: torch.Tensor,
 
 def wav2lip_mel(samples: torch.Tensor, sample_rate: int,
                 params: Wav2LipMelParams = WAV2LIP_MEL) -> torch.Tensor:
-    """The Wav2Lip mel [80, T] (T = 1 + n // 200 at 16 kHz) of mono `samples` at any rate.
+    """The Wav2Lip mel [80, T] (T = `timebase.mel_column_count`) of mono `samples` at any rate.
 
     Other rates are brought to 16 kHz as the official `audio.load_wav` does (librosa's default
     resampler, soxr HQ; see `resample_soxr_hq`).

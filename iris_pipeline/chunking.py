@@ -27,23 +27,9 @@ Definitions (integer arithmetic is exact unless said):
   sin) are summed: equal power, cos^2 + sin^2 = 1, at sample midpoints t = (i + 1/2) / z_k. Every
   sample outside the zones is a copy of exactly one chunk's sample; tail samples beyond `z_k` (only
   when a chunk is shorter than the overlap) are dropped.
-- Video frames (`Timeline`): frame f covers [f / fps, (f + 1) / fps). The Wav2Lip mel of a clip of
-  N samples at rate sr has `M = 1 + ceil(N * 16000 / sr) // 200` columns (exactly
-  `audio.wav2lip_mel`'s; the resampler's output length is the ceiling), and frame f's 16-column
-  window starts at global column `min(floor(80 * f / fps), M - 16)`, the floor taken with the
-  official float arithmetic `int(f * (80. / fps))` that Wav2LipStage uses. The clip has the frames
-  the official loop renders (= `video.frame_count_for`): those whose window fits in the M columns,
-  plus one showing the last 16 columns. Frame f belongs to the chunk whose nominal span
-  [s_k, e_k) contains its start time: `f` in `[ceil(s_k * fps / sr), ceil(e_k * fps / sr))`; this
-  partitions the frames, none skipped or doubled.
-- Streaming mel (`wav2lip_mel_prefix`): the leading columns of the full clip's Wav2Lip mel that depend
-  only on the first P samples (up to float rounding). A 16 kHz sample of the soxr HQ resampler moves
-  by more than 1e-6 only with inputs within `soxr_reach(sr)` 16 kHz samples of it (measured < 180;
-  256 kept, more below 16 kHz), so the prefix fixes its outputs up to that reach before its end;
-  column c (centred STFT, window 800, hop 200) depends on 16 kHz samples [200 c - 400, 200 c + 400)
-  (column 0 also on sample 400 through the reflection at the start) and on the reflection at the end
-  when 200 c + 400 > N16. So column c is final once the 16 kHz samples below 200 c + 400 are final.
-  `wav2lip_mel_columns` computes only new columns from the audio they need, so streaming costs O(L).
+- Frames, mel columns and which columns a prefix of the clip fixes: `timebase` (the one owner of
+  that arithmetic). `wav2lip_mel_columns` computes only new columns from the audio they need, so
+  streaming costs O(L).
 """
 
 from __future__ import annotations
@@ -60,15 +46,20 @@ from iris_pipeline.audio import (
     WAV2LIP_MEL,
     linear_magnitude_to_wav2lip_mel,
     resample_soxr_hq,
-    resampled_length,
     wav2lip_mel,
     wav2lip_mel_basis,
-    wav2lip_mel_frames,
 )
 from iris_pipeline.errors import InputError
 from iris_pipeline.text.vallex_sentences import english_sentence_starts
-from iris_pipeline.video import MEL_WINDOW, fps_fraction, frame_count_for
-from iris_pipeline.video import mel_window_start as unclamped_window_start
+from iris_pipeline.timebase import (
+    MEL_RATE,
+    MEL_STFT_WINDOW,
+    final_resampled_samples,
+    first_resampled_sample,
+    mel_audio_start,
+    mel_columns_ready,
+    resampler_input_start,
+)
 
 # --- expected speech duration ---------------------------------------------------------------------
 
@@ -456,185 +447,7 @@ class AudioStitcher:
         return body
 
 
-# --- global frame and mel indexing -----------------------------------------------------------------
-
-_MEL_SR = WAV2LIP_MEL.sample_rate
-_MEL_HOP = WAV2LIP_MEL.hop_length
-_MEL_HALF_WINDOW = WAV2LIP_MEL.n_fft // 2
-_MEL_FPS = Fraction(_MEL_SR, _MEL_HOP)  # 80 columns per second
-MEL_WINDOW_SECONDS = float(MEL_WINDOW / _MEL_FPS)  # the shortest clip with a frame: 0.2 s
-
-
-def _fps(value: float | int | Fraction) -> Fraction:
-    """The frame rate as `video.fps_fraction` reads it (29.97 -> 2997/100), after checking it."""
-    if isinstance(value, float) and not math.isfinite(value):
-        raise InputError(f"fps: must be finite, got {value}")
-    if not value > 0:
-        raise InputError(f"fps: must be > 0, got {value}")
-    return fps_fraction(value)
-
-
-def video_frame_count(num_samples: int, sample_rate: int, fps: float | Fraction) -> int:
-    """Frames of a clip of N samples: as many as the official Wav2Lip loop renders for its mel
-    (`video.frame_count_for`, which the mp4 writer checks); fps as `video.fps_fraction` reads it."""
-    return frame_count_for(num_samples, sample_rate, float(_fps(fps)))
-
-
-def mel_window_start(frame: int, fps: float | Fraction, total_mel_frames: int) -> int:
-    """Global first column of frame f's 16-column window: min(floor(80 f / fps), M - 16)."""
-    if total_mel_frames < MEL_WINDOW:
-        raise InputError(f"audio: {total_mel_frames} mel frames, shorter than one {MEL_WINDOW}-frame "
-                         f"Wav2Lip window (0.2 s)")
-    _fps(fps)
-    return min(unclamped_window_start(frame, fps), total_mel_frames - MEL_WINDOW)
-
-
-@dataclass(frozen=True)
-class ChunkFrames:
-    """The video frames of one chunk and the global mel columns they need.
-
-    Feed Wav2Lip `mel = full_mel[:, mel_start:mel_end]`, `mel_offset = mel_start`,
-    `total_mel_frames = Timeline.mel_frames`, `frame_start`, `frame_count`.
-    """
-
-    index: int
-    frame_start: int
-    frame_count: int
-    mel_start: int  # first global column its frames use (a chunk without frames: an empty range)
-    mel_end: int  # one past the last global column its frames use
-
-    @property
-    def frame_end(self) -> int:
-        return self.frame_start + self.frame_count
-
-
-@dataclass(frozen=True)
-class Timeline:
-    """Global indexing of a clip of `num_samples` samples at `sample_rate`, shown at `fps`."""
-
-    num_samples: int
-    sample_rate: int
-    fps: float | Fraction
-
-    def __post_init__(self) -> None:
-        if self.num_samples < 1:
-            raise InputError(f"audio: clip has {self.num_samples} samples; at least 1 is needed")
-        if self.sample_rate < 1:
-            raise InputError(f"sample_rate: must be >= 1, got {self.sample_rate}")
-        _fps(self.fps)
-
-    @property
-    def fps_exact(self) -> Fraction:
-        return _fps(self.fps)
-
-    @property
-    def num_frames(self) -> int:
-        return video_frame_count(self.num_samples, self.sample_rate, self.fps)
-
-    @property
-    def mel_frames(self) -> int:
-        return wav2lip_mel_frames(self.num_samples, self.sample_rate)
-
-    def frame_seconds(self, frame: int) -> tuple[Fraction, Fraction]:
-        return frame / self.fps_exact, (frame + 1) / self.fps_exact
-
-    def mel_window_start(self, frame: int) -> int:
-        return mel_window_start(frame, self.fps, self.mel_frames)
-
-    def first_frame_at_or_after(self, sample: int) -> int:
-        """Smallest f with f / fps >= sample / sr, clipped to the clip's frame count."""
-        return min(math.ceil(sample * self.fps_exact / self.sample_rate), self.num_frames)
-
-    def chunk_frames(self, nominal_lengths: Sequence[int]) -> tuple[ChunkFrames, ...]:
-        """Frames per chunk for chunks with these nominal sample spans (they must tile the clip)."""
-        if sum(nominal_lengths) != self.num_samples or any(n < 0 for n in nominal_lengths):
-            raise InputError(f"chunk lengths: {list(nominal_lengths)} do not tile the {self.num_samples}-sample clip")
-        result = []
-        start_sample = 0
-        frame_start = 0
-        mel_cursor = 0
-        for k, n in enumerate(nominal_lengths):
-            end_sample = start_sample + n
-            last = k == len(nominal_lengths) - 1
-            frame_end = self.num_frames if last else self.first_frame_at_or_after(end_sample)
-            if frame_end > frame_start:
-                mel_start = self.mel_window_start(frame_start)
-                mel_end = self.mel_window_start(frame_end - 1) + MEL_WINDOW
-                mel_cursor = mel_start
-            else:
-                mel_start = mel_end = mel_cursor
-            result.append(ChunkFrames(k, frame_start, frame_end - frame_start, mel_start, mel_end))
-            start_sample, frame_start = end_sample, frame_end
-        return tuple(result)
-
-    def frames_ready(self, ready_columns: int) -> int:
-        """How many leading frames have their whole mel window among the first `ready_columns` columns.
-
-        Below M columns the clamp at M - 16 never matters (a clamped window ends at M), so this needs
-        no knowledge of where the clip ends.
-        """
-        if ready_columns >= self.mel_frames:
-            return self.num_frames
-        return self._frames_below(ready_columns)
-
-    def _frames_below(self, ready_columns: int) -> int:
-        # frames with start(f) + 16 <= ready; exactly: 80 f / fps < ready - 15. The window start is
-        # the official float formula, so correct the exact estimate by stepping (starts are monotonic).
-        def fits(f: int) -> bool:
-            return unclamped_window_start(f, self.fps) + MEL_WINDOW <= ready_columns
-
-        limit = ready_columns - MEL_WINDOW + 1
-        count = min(max(0, math.ceil(limit * Fraction(float(self.fps)) / _MEL_FPS)), self.num_frames)
-        while count > 0 and not fits(count - 1):
-            count -= 1
-        while count < self.num_frames and fits(count):
-            count += 1
-        return count
-
-
 # --- streaming Wav2Lip mel ------------------------------------------------------------------------
-
-def soxr_reach(sample_rate: int) -> int:
-    """16 kHz samples on each side of an output sample of `audio.resample_soxr_hq` whose input still
-    moves it: measured below 180 for 8-96 kHz (changes under 1e-6 beyond), kept with a margin."""
-    return 256 * max(1, -(-_MEL_SR // sample_rate))
-
-
-def final_resampled_samples(prefix_samples: int, sample_rate: int, total_samples: int | None = None) -> int:
-    """Leading 16 kHz samples of the whole clip's resampled audio fixed by its first `prefix_samples`."""
-    if total_samples is not None and prefix_samples >= total_samples:
-        return resampled_length(total_samples, sample_rate)
-    if sample_rate == _MEL_SR:
-        return prefix_samples
-    return max(0, resampled_length(prefix_samples, sample_rate) - soxr_reach(sample_rate))
-
-
-def mel_columns_ready(prefix_samples: int, sample_rate: int, total_samples: int | None = None) -> int:
-    """Leading columns of the whole clip's `audio.wav2lip_mel` that depend only on its first samples."""
-    if total_samples is not None and prefix_samples >= total_samples:
-        return wav2lip_mel_frames(total_samples, sample_rate)
-    final16 = final_resampled_samples(prefix_samples, sample_rate, total_samples)
-    if final16 <= _MEL_HALF_WINDOW:  # column 0 reads sample 400 through the reflection at the start
-        return 0
-    ready = (final16 - _MEL_HALF_WINDOW) // _MEL_HOP + 1
-    if total_samples is not None:
-        ready = min(ready, wav2lip_mel_frames(total_samples, sample_rate))
-    return ready
-
-
-def prefix_samples_for_columns(columns: int, sample_rate: int, total_samples: int) -> int:
-    """The shortest prefix of the clip after which its first `columns` mel columns are final."""
-    if columns <= 0:
-        return 0
-    lo, hi = 0, total_samples
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if mel_columns_ready(mid, sample_rate, total_samples) >= columns:
-            hi = mid
-        else:
-            lo = mid + 1
-    return lo
-
 
 def wav2lip_mel_prefix(prefix: torch.Tensor, sample_rate: int,
                        total_samples: int | None = None) -> torch.Tensor:
@@ -669,42 +482,20 @@ def wav2lip_mel_columns(prefix: torch.Tensor, sample_rate: int, start_column: in
         raise InputError(f"audio prefix: starts at sample {prefix_start}, column {start_column} needs "
                          f"the audio from sample {mel_audio_start(start_column, sample_rate)}")
     final16 = final_resampled_samples(n, sample_rate, total_samples)
-    first16 = _first_resampled_sample(start_column)
+    first16 = first_resampled_sample(start_column)
     if first16 < 0:  # the first columns see the reflection at the start: compute from the beginning
-        x16 = resample_soxr_hq(prefix, sample_rate, _MEL_SR)
-        return wav2lip_mel(x16[:final16], _MEL_SR)[:, start_column:end_column]
+        x16 = resample_soxr_hq(prefix, sample_rate, MEL_RATE)
+        return wav2lip_mel(x16[:final16], MEL_RATE)[:, start_column:end_column]
     x16 = resampled_range(prefix, sample_rate, first16, final16, prefix_start)
     params = WAV2LIP_MEL
     emphasised = x16[1:] - params.preemphasis * x16[:-1]
     if whole:  # the clip's end is here: the centred STFT's reflection at the end
-        emphasised = torch.nn.functional.pad(emphasised[None, None], (0, _MEL_HALF_WINDOW), mode="reflect")[0, 0]
+        emphasised = torch.nn.functional.pad(emphasised[None, None], (0, MEL_STFT_WINDOW // 2), mode="reflect")[0, 0]
     window = torch.hann_window(params.win_length, periodic=True, device=x16.device)
     spec = torch.stft(emphasised, n_fft=params.n_fft, hop_length=params.hop_length,
                       win_length=params.win_length, window=window, center=False, return_complex=True)
     mel = wav2lip_mel_basis(params).to(x16.device) @ spec.abs()[:, : end_column - start_column]
     return linear_magnitude_to_wav2lip_mel(mel, params)
-
-
-def _first_resampled_sample(start_column: int) -> int:
-    """The first 16 kHz sample column `start_column` reads (one more for the pre-emphasis); < 0 when
-    the column sees the reflection at the clip's start."""
-    return _MEL_HOP * start_column - _MEL_HALF_WINDOW - 1
-
-
-def _resampler_input_start(first16: int, sample_rate: int) -> int:
-    """The input sample from which `resampled_range` resamples to get 16 kHz sample `first16` as the
-    whole clip's: a multiple of `down` (so output phases line up: global j = local j + q * up) early
-    enough that `first16` is out of reach of the silence soxr assumes before that start."""
-    if sample_rate == _MEL_SR:
-        return first16
-    ratio = Fraction(_MEL_SR, sample_rate)
-    return max(0, (first16 - soxr_reach(sample_rate)) // ratio.numerator) * ratio.denominator
-
-
-def mel_audio_start(start_column: int, sample_rate: int) -> int:
-    """The first sample of the clip that mel columns from `start_column` on depend on."""
-    first16 = _first_resampled_sample(max(0, start_column))
-    return 0 if first16 < 0 else _resampler_input_start(first16, sample_rate)
 
 
 def resampled_range(prefix: torch.Tensor, sample_rate: int, first16: int, end16: int,
@@ -716,11 +507,11 @@ def resampled_range(prefix: torch.Tensor, sample_rate: int, first16: int, end16:
     of the prefix (later samples still depend on audio that has not arrived). Equal to the whole
     clip's samples up to float rounding (soxr filters in blocks).
     """
-    if sample_rate == _MEL_SR:
+    if sample_rate == MEL_RATE:
         return prefix[first16 - prefix_start:end16 - prefix_start].float()
-    ratio = Fraction(_MEL_SR, sample_rate)
+    ratio = Fraction(MEL_RATE, sample_rate)
     up, down = ratio.numerator, ratio.denominator
-    start = _resampler_input_start(first16, sample_rate)
+    start = resampler_input_start(first16, sample_rate)
     q = start // down
-    local = resample_soxr_hq(prefix[start - prefix_start:], sample_rate, _MEL_SR)
+    local = resample_soxr_hq(prefix[start - prefix_start:], sample_rate, MEL_RATE)
     return local[first16 - q * up: end16 - q * up]

@@ -17,7 +17,7 @@ on exp(FastPitch mel), precomputed once:
   5. summed by Wav2Lip's filterbank.
 Time: FastPitch frame i is centred at i*256/22050 s and Wav2Lip frame j at j/80 s; the log
 magnitudes are interpolated linearly at the Wav2Lip frame times (held at the ends), giving exactly
-M = 1 + round(seconds * 16000) // 200 frames, the count `audio.wav2lip_mel` gives for that audio.
+`timebase.mel_column_count` frames, the count `audio.wav2lip_mel` gives for that audio.
 """
 
 from __future__ import annotations
@@ -30,11 +30,7 @@ import torch
 
 from iris_pipeline.audio import WAV2LIP_MEL, Wav2LipMelParams, linear_magnitude_to_wav2lip_mel, mel_filterbank
 from iris_pipeline.models.fastpitch.mel import FASTPITCH_MEL, FastPitchMelParams
-
-
-def wav2lip_frame_count(seconds: float, params: Wav2LipMelParams = WAV2LIP_MEL) -> int:
-    """Frames of `audio.wav2lip_mel` for `seconds` of audio: 1 + n16k // hop."""
-    return 1 + round(seconds * params.sample_rate) // params.hop_length
+from iris_pipeline.timebase import mel_column_count
 
 
 @lru_cache(maxsize=4)
@@ -69,7 +65,7 @@ def bridge_matrix(fp: FastPitchMelParams = FASTPITCH_MEL, w2l: Wav2LipMelParams 
 
 
 class MelBridge:
-    """Maps FastPitch log-mels [..., 80, T_fp] to Wav2Lip mels [..., 80, M] covering `seconds` of audio."""
+    """Maps FastPitch log-mels [..., 80, T_fp] to Wav2Lip mels [..., 80, M] covering N samples of audio."""
 
     def __init__(self, fp: FastPitchMelParams = FASTPITCH_MEL, w2l: Wav2LipMelParams = WAV2LIP_MEL):
         self.fp, self.w2l = fp, w2l
@@ -84,9 +80,9 @@ class MelBridge:
         frac = (pos - lo).to(log_mel.dtype)
         return log_mel[..., lo] * (1 - frac) + log_mel[..., hi] * frac
 
-    def __call__(self, fastpitch_mel: torch.Tensor, seconds: float) -> torch.Tensor:
+    def __call__(self, fastpitch_mel: torch.Tensor, num_samples: int, sample_rate: int) -> torch.Tensor:
         x = fastpitch_mel.float()
         magnitude = self.matrix.to(x.device) @ torch.exp(x)  # linear Wav2Lip mel magnitudes
         log_mag = torch.log(magnitude.clamp_min(1e-10))
-        resampled = self.resample_time(log_mag, wav2lip_frame_count(seconds, self.w2l))
+        resampled = self.resample_time(log_mag, mel_column_count(num_samples, sample_rate))
         return linear_magnitude_to_wav2lip_mel(torch.exp(resampled), self.w2l)

@@ -32,17 +32,15 @@ from typing import Any
 
 import torch
 
-from iris_pipeline import chunking
+from iris_pipeline import chunking, timebase
 from iris_pipeline.audio import Waveform, check_waveform
 from iris_pipeline.config import PipelineConfig
 from iris_pipeline.errors import InputError
 from iris_pipeline.metrics import RegionTimer
 from iris_pipeline.placement import Placement, Ready
 from iris_pipeline.stages.contracts import FramesRequest
+from iris_pipeline.timebase import CODEC_FRAME_RATE, CODEC_HOP, CODEC_RATE
 
-CODEC_RATE = 24000  # VALL-E X speech, samples per second
-CODEC_HOP = 320  # samples per EnCodec frame: 75 frames per second
-CODEC_FRAME_RATE = CODEC_RATE // CODEC_HOP
 MIN_REFERENCE_SECONDS = 1.0
 _QUEUE_DEPTH = 4  # chunks buffered between two workers: bounds memory, keeps the stages busy
 _PROMPTS_KEPT = 16  # voices whose VALL-E X prompt stays in memory (least recently used dropped)
@@ -472,7 +470,7 @@ class Pipeline:
         """Nominal VALL-E X frames each chunk needs at least: what FastPitch's aligner needs for its
         text (one mel frame per symbol), and one Wav2Lip window; one frame of margin."""
         aligner = stage_class("fastpitch").min_speech_seconds if "fastpitch" in self.config.stages else None
-        return [math.ceil(max(chunking.MEL_WINDOW_SECONDS, aligner(text) if aligner else 0.0) * CODEC_FRAME_RATE) + 1
+        return [math.ceil(max(timebase.MEL_WINDOW_SECONDS, aligner(text) if aligner else 0.0) * CODEC_FRAME_RATE) + 1
                 for text in texts]
 
     def _plan(self, handle: JobHandle) -> tuple[list[str], list[int | None], list[int], int | None]:
@@ -604,9 +602,9 @@ class Pipeline:
             timings, words = out["timings"], out["words"]
             self._notify("fastpitch", job_id, item.index, item.count)
         if self.config.lipsync_features == "fastpitch" and "fastpitch" in self.stages:
-            state.append_mel(self._place_chunk_mel(out["lipsync_mel"], speech_start, body.shape[0]))
-            ready = state.mel_columns if not last else chunking.wav2lip_mel_frames(state.samples, CODEC_RATE)
-            state.mel = _pad_columns(state.mel, ready - state.mel_start)
+            state.append_mel(timebase.place_chunk_mel(out["lipsync_mel"], speech_start, body.shape[0], CODEC_RATE))
+            ready = state.mel_columns if not last else timebase.mel_column_count(state.samples, CODEC_RATE)
+            state.mel = timebase.pad_columns(state.mel, ready - state.mel_start)
         else:
             with handle.timer.region("speech_mel", fp_device):
                 # only the columns that became final: each column is computed once per clip
@@ -614,23 +612,23 @@ class Pipeline:
                 audio = state.append_audio(body)
                 state.append_mel(chunking.wav2lip_mel_columns(audio, CODEC_RATE, have, total_samples=total,
                                                               prefix_start=state.audio_start))
-                state.drop_audio_before(chunking.mel_audio_start(state.mel_columns, CODEC_RATE))
+                state.drop_audio_before(timebase.mel_audio_start(state.mel_columns, CODEC_RATE))
             ready = state.mel_columns
 
         # before the last chunk the clip's end is not needed: frames_ready() never reaches the clamp
         final_samples = state.samples if last else (total or state.samples + CODEC_RATE * 3600)
-        timeline = chunking.Timeline(final_samples, CODEC_RATE, self.config.video.fps)
+        timeline = timebase.Timeline(final_samples, CODEC_RATE, self.config.video.fps)
         frames_end = timeline.num_frames if last else timeline.frames_ready(ready)
         frame_start = state.frames_done
         frame_count = max(0, frames_end - frame_start)
-        if last and timeline.mel_frames < chunking.MEL_WINDOW:
+        if last and timeline.mel_frames < timebase.MEL_WINDOW:
             raise InputError(f"speech: {state.samples / CODEC_RATE:.3f} s is shorter than one Wav2Lip "
-                             f"window (0.2 s); no frame can be rendered")
+                             f"window ({timebase.MEL_WINDOW_SECONDS:g} s); no frame can be rendered")
         total_mel = timeline.mel_frames if last else ready
         fps = self.config.video.fps
         if frame_count:
-            mel_start = chunking.mel_window_start(frame_start, fps, total_mel)
-            mel_end = chunking.mel_window_start(frames_end - 1, fps, total_mel) + chunking.MEL_WINDOW
+            mel_start = timebase.clamped_window_start(frame_start, fps, total_mel)
+            mel_end = timebase.clamped_window_start(frames_end - 1, fps, total_mel) + timebase.MEL_WINDOW
         else:
             mel_start = mel_end = 0
         mel = state.mel[:, mel_start - state.mel_start:mel_end - state.mel_start].clone() if frame_count \
@@ -639,25 +637,11 @@ class Pipeline:
         if last:
             self._lipsync_state.pop(job_id, None)
         else:  # later frames read from their own window start on, or from the clamped last window
-            state.drop_mel_before(min(chunking.unclamped_window_start(frames_end, fps), ready - chunking.MEL_WINDOW))
+            state.drop_mel_before(min(timebase.window_start(frames_end, fps), ready - timebase.MEL_WINDOW))
         # body and mel are read on Wav2Lip's stream, by the render worker
         return _FramesRequest(handle, item.index, last, body, speech_start, mel,
                               mel_start, total_mel, frame_start, frame_count, timings, words,
                               self.placement.ready(self._lipsync_stage))
-
-    @staticmethod
-    def _place_chunk_mel(chunk_mel: torch.Tensor, start_sample: int, num_samples: int) -> torch.Tensor:
-        """Columns of a chunk's lip-sync mel on the global 80-columns-per-second grid.
-
-        Global column c is time c / 80; the chunk covers [start, start + n) samples. Each global
-        column of the chunk's span takes the chunk column nearest in time (so chunk mels of any
-        length tile the clip without gaps or doubles).
-        """
-        first = -(-start_sample * 80 // CODEC_RATE)  # ceil: first global column inside the span
-        end = -(-(start_sample + num_samples) * 80 // CODEC_RATE)
-        cols = torch.arange(first, end, device=chunk_mel.device, dtype=torch.float64)
-        local = torch.round(cols - start_sample * 80 / CODEC_RATE).long().clamp(0, chunk_mel.shape[1] - 1)
-        return chunk_mel[:, local]
 
     # --- the render worker: Wav2Lip --------------------------------------------------------------
 
@@ -750,13 +734,6 @@ class Pipeline:
 def _frame_count(item: Any) -> int:
     """Frames a render queue item asks for (0 for a failure or the stop mark)."""
     return item.frame_count if isinstance(item, _FramesRequest) else 0
-
-
-def _pad_columns(mel: torch.Tensor, columns: int) -> torch.Tensor:
-    """Cut or extend (repeating the last column) a mel to exactly `columns` columns."""
-    if mel.shape[1] >= columns:
-        return mel[:, :columns]
-    return torch.cat([mel, mel[:, -1:].expand(-1, columns - mel.shape[1])], dim=1)
 
 
 def _default_stage(name: str, config: PipelineConfig, device: torch.device) -> Any:

@@ -1,6 +1,6 @@
 """Frames and speech -> mp4 (H.264 + AAC) with PyAV, and a reader that reports what a file holds.
 
-A clip has exactly `frame_count_for(speech)` frames, as many as the official Wav2Lip loop renders
+A clip has exactly `timebase.video_frame_count(speech)` frames, as many as the official Wav2Lip loop renders
 for that speech (frame f covers [f / fps, (f + 1) / fps); the last ~0.2 s of speech share the last
 frame, as in the official clips). The file is written under a temporary name in the
 destination's directory and renamed only once complete, so a failed render leaves nothing behind.
@@ -8,7 +8,6 @@ destination's directory and renamed only once complete, so a failed render leave
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass
 from fractions import Fraction
@@ -19,43 +18,11 @@ import numpy as np
 import torch
 
 from iris_pipeline.atomic import create_temp_file
-from iris_pipeline.audio import WAV2LIP_MEL, Waveform, wav2lip_mel_frames
+from iris_pipeline.audio import Waveform
 from iris_pipeline.errors import InputError
+from iris_pipeline.timebase import fps_fraction, video_frame_count
 
 _AUDIO_FRAME = 1024  # AAC frame size in samples
-
-
-def fps_fraction(fps: float) -> Fraction:
-    """25.0 -> 25, 29.97 -> 2997/100, 30000/1001 (as a float) -> 30000/1001."""
-    return Fraction(fps).limit_denominator(1001)
-
-
-MEL_WINDOW = 16  # Wav2Lip's mel_step_size: 16 mel columns = 0.2 s at 80 columns/s
-
-
-def mel_window_start(frame: int, fps: float | Fraction) -> int:
-    """First mel column of frame f's window before clamping: the official float arithmetic
-    `int(f * (80. / fps))`; it can differ from the exact rational floor by one (fps 39, frame 117)."""
-    return math.floor(frame * (WAV2LIP_MEL.frames_per_second / float(fps)))
-
-
-def frames_for_mel(mel_frames: int, fps: float | Fraction) -> int:
-    """Frames the official Wav2Lip loop renders for M mel columns: one for every frame whose window
-    `mel_window_start(i)` .. +16 fits in the M columns, plus one more, showing the last 16 columns."""
-    last_start = mel_frames - MEL_WINDOW
-    if last_start < 0:
-        return 1
-    fitting = math.floor(last_start * float(fps) / WAV2LIP_MEL.frames_per_second) + 1  # estimate, then exact
-    while fitting > 1 and mel_window_start(fitting - 1, fps) > last_start:
-        fitting -= 1
-    while mel_window_start(fitting, fps) <= last_start:
-        fitting += 1
-    return fitting + 1
-
-
-def frame_count_for(num_samples: int, sample_rate: int, fps: float) -> int:
-    """Video frames of the clip of `num_samples` of speech: the official Wav2Lip count for its mel."""
-    return frames_for_mel(wav2lip_mel_frames(int(num_samples), int(sample_rate)), fps)
 
 
 def check_speech_for_video(speech: Waveform, fps: float) -> None:
@@ -194,11 +161,11 @@ class Mp4Writer:
 
 
 def write_mp4(path: str | Path, frames: Any, fps: float, speech: Waveform | None = None) -> Path:
-    """Write all `frames` (uint8 [N, H, W, 3] RGB) and the speech; N must be `frame_count_for(speech)`."""
+    """Write all `frames` (uint8 [N, H, W, 3] RGB) and the speech; N must be `timebase.video_frame_count(speech)`."""
     frames = _as_uint8_frames(frames)
     if speech is not None:
         check_speech_for_video(speech, fps)
-        wanted = frame_count_for(speech.samples.numel(), speech.sample_rate, fps)
+        wanted = video_frame_count(speech.samples.numel(), speech.sample_rate, fps)
         if len(frames) != wanted:
             raise ValueError(f"{len(frames)} frames given; {speech.seconds:.3f} s of speech at {fps:g} fps needs {wanted}")
     height, width = frames.shape[1:3]

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from iris_pipeline.errors import ConfigError
+from iris_pipeline.errors import ConfigError, InputError
 
 Dims = Mapping[str, int]
 
@@ -95,6 +95,17 @@ class GraphSpec:
         missing = named - set(self.profile.ranges)
         if missing:
             raise ConfigError(f"graph {self.name}: no shape range for dynamic dimension(s) {sorted(missing)}")
+
+    def check_in_profile(self, inputs: Sequence[torch.Tensor], stage: str) -> None:
+        """Refuse, with one line, inputs whose dynamic dimensions leave the profile's ranges (a
+        TensorRT engine runs only the shapes of the profile it was built for)."""
+        for tensor_spec, tensor in zip(self.inputs, inputs, strict=True):
+            for dim, size in zip(tensor_spec.dims, tensor.shape, strict=True):
+                if isinstance(dim, str):
+                    lo, _, hi = self.profile.ranges[dim]
+                    if not lo <= size <= hi:
+                        raise InputError(f"{stage}: {tensor_spec.name} has {dim}={size}, outside the {lo}..{hi} "
+                                         f"the tensorrt engine {self.name} was built for")
 
     @property
     def input_names(self) -> list[str]:

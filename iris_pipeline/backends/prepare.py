@@ -73,7 +73,14 @@ def engine_cache(options: BackendOptions | None = None) -> EngineCache:
 
 @dataclass
 class PreparedGraph:
-    """A callable compute graph plus how it was obtained (the cache entry for built artifacts)."""
+    """A callable compute graph plus how it was obtained (the cache entry for built artifacts).
+
+    It owns what differs between backends, so a stage hands it fp32 (and integer) inputs on any
+    device and just calls it: inputs move to `device` and floating ones are cast to `input_dtype`,
+    the dtype its runner computes in (None: the runner casts each input itself, as a TensorRT engine
+    does to its bindings' types); with `fixed_profile` (a TensorRT engine, which runs only the shapes
+    it was built for) inputs outside the profile are refused with one line naming `stage`.
+    """
 
     run: Callable[..., Any]
     backend: str
@@ -81,8 +88,16 @@ class PreparedGraph:
     device: torch.device
     cached: Cached | None = None
     details: dict[str, Any] = field(default_factory=dict)
+    input_dtype: torch.dtype | None = None
+    fixed_profile: GraphSpec | None = None
+    stage: str = ""
 
     def __call__(self, *inputs: torch.Tensor):
+        if self.fixed_profile is not None:
+            self.fixed_profile.check_in_profile(inputs, self.stage)
+        if self.input_dtype is not None:
+            inputs = tuple(t.to(device=self.device, dtype=self.input_dtype) if t.is_floating_point()
+                           else t.to(self.device) for t in inputs)
         return self.run(*inputs)
 
     def describe(self) -> dict[str, Any]:
@@ -339,21 +354,18 @@ def prepare_graph(
     precision, backend = config.precision, config.backend
     if backend == "eager":
         graph = EagerGraph(spec.module, precision, device, autocast=options.autocast)
-        return PreparedGraph(graph, backend, precision, device, details={"dtype": str(graph.dtype)})
+        return PreparedGraph(graph, backend, precision, device, details={"dtype": str(graph.dtype)},
+                             input_dtype=graph.input_dtype, stage=stage)
     if backend == "compile":
         if options.aot:
             cached = aoti_graph(spec, precision, device, options, cache)
-            dtype = compute_dtype(precision, device)
 
             def run(*inputs: torch.Tensor):
-                args = [
-                    t.to(device=device, dtype=dtype) if t.is_floating_point() else t.to(device)
-                    for t in inputs
-                ]
-                out = cached.value(*args)
+                out = cached.value(*inputs)
                 return out[0] if isinstance(out, (list, tuple)) and len(out) == 1 else out
 
-            return PreparedGraph(run, backend, precision, device, cached, {"aot": True})
+            return PreparedGraph(run, backend, precision, device, cached, {"aot": True},
+                                 input_dtype=compute_dtype(precision, device), stage=stage)
         graph = CompiledGraph(
             spec.module,
             precision,
@@ -363,7 +375,8 @@ def prepare_graph(
             dynamic=options.compile_dynamic,
             fullgraph=options.compile_fullgraph,
         )
-        return PreparedGraph(graph, backend, precision, device, details={"mode": options.compile_mode})
+        return PreparedGraph(graph, backend, precision, device, details={"mode": options.compile_mode},
+                             input_dtype=graph.input_dtype, stage=stage)
     if backend == "tensorrt":
         cached = tensorrt_graph(spec, precision, device, options, cache)
         return PreparedGraph(
@@ -373,6 +386,8 @@ def prepare_graph(
             device,
             cached,
             {"accuracy": cached.entry.info.get("accuracy_engine")},
+            fixed_profile=spec,
+            stage=stage,
         )
     raise ConfigError(f"{stage}.backend: unknown backend {backend!r}; allowed: eager, compile, tensorrt")
 

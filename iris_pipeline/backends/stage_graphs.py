@@ -83,9 +83,10 @@ def wav2lip_inputs(
     dims: Dims, generator: torch.Generator, face_size: int = 96, mel_bins: int = 80, mel_step: int = 16
 ) -> tuple[torch.Tensor, torch.Tensor]:
     from iris_pipeline.audio import wav2lip_mel
+    from iris_pipeline.timebase import MEL_RATE
 
     batch = int(dims["batch"])
-    mel = wav2lip_mel(speech_like(1.0 + batch * 0.04, 16000, generator), 16000)  # [80, M]
+    mel = wav2lip_mel(speech_like(1.0 + batch * 0.04, MEL_RATE, generator), MEL_RATE)  # [80, M]
     starts = torch.randint(0, mel.shape[1] - mel_step + 1, (batch,), generator=generator)
     windows = torch.stack([mel[:mel_bins, s : s + mel_step] for s in starts.tolist()]).unsqueeze(1)
     reference = _smooth_images(batch, face_size, generator)

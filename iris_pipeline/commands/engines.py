@@ -34,7 +34,7 @@ def _graphs(model_name: str, size: str, checkpoint: Path | None, profile: str | 
             raise InputError(
                 f"--profile {profile!r}: expected JSON like '{{\"batch\": [1, 16, 64]}}'"
             ) from None
-    model = models.load(model_name, checkpoint, size) if checkpoint else models.build(model_name, size)
+    model = models.get(model_name, checkpoint, size)
     if model_name == "wav2lip":
         return [wav2lip_graph(model, size, ranges)]
     return list(fastpitch_graphs(model, size, ranges))

@@ -294,8 +294,9 @@ def _write_clip(pipeline, job, out: Path, report: RenderProgress | None = None):
     A chunk is dropped as soon as it is written (only its words stay, for the subtitles), so the
     memory of a render does not grow with the clip's length.
     """
-    from iris_pipeline.pipeline import CODEC_RATE, ClipTally
+    from iris_pipeline.pipeline import ClipTally
     from iris_pipeline.subtitles import write_webvtt
+    from iris_pipeline.timebase import CODEC_RATE
     from iris_pipeline.video import Mp4Writer
 
     handle = pipeline.submit(job)

@@ -1,4 +1,4 @@
-"""Model registry: `build(name, size, seed)` and `load(name, checkpoint_path, size)`.
+"""Model registry: `get(name, checkpoint, size, seed)` (load or build), `build` and `load`.
 
 Each architecture lives in its own subpackage and exposes a module-level `SPEC` (a `ModelSpec`).
 Subpackages are imported lazily so that using one model never imports the others.
@@ -58,4 +58,12 @@ def load(name: str, checkpoint_path: str | Path, size: str = "full") -> torch.nn
     return spec(name).load(Path(checkpoint_path), size=size)
 
 
-__all__ = ["ModelSpec", "SIZES", "build", "load", "names", "spec"]
+def get(name: str, checkpoint: str | Path | None = None, size: str = "full", seed: int = 0) -> torch.nn.Module:
+    """The model with an official checkpoint's weights when `checkpoint` is given, else randomly
+    initialised with `seed` (benchmarks and tests need no weights); in eval mode, on the CPU."""
+    if checkpoint is not None:
+        return load(name, checkpoint, size=size)
+    return build(name, size=size, seed=seed)
+
+
+__all__ = ["ModelSpec", "SIZES", "build", "get", "load", "names", "spec"]

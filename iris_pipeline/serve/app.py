@@ -481,8 +481,8 @@ class Ingress:
     def _write_clip(self, job: Any) -> dict[str, Any]:
         """Chunks into the mp4 as they come (frames dropped once written), the vtt at the end; both
         appear only when complete."""
-        from iris_pipeline.pipeline import CODEC_RATE
         from iris_pipeline.subtitles import write_webvtt
+        from iris_pipeline.timebase import CODEC_RATE
         from iris_pipeline.video import Mp4Writer
 
         render_id = uuid.uuid4().hex

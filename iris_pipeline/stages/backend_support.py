@@ -1,5 +1,5 @@
-"""What every stage does with its backend settings: validate them, refuse the unsupported ones, and
-check that a TensorRT engine's shape profile covers the inputs it is handed.
+"""What every stage does with its backend settings: validate them and refuse the unsupported ones
+(the prepared graph itself checks a TensorRT engine's shape profile).
 
 A stage's `options` carry its own keys plus `backend` (the `BackendOptions` of
 `iris_pipeline.backends`); `parse_stage_options` validates both halves, each with one-line errors.
@@ -9,13 +9,12 @@ from __future__ import annotations
 
 from typing import Any, TypeVar
 
-import torch
 from pydantic import BaseModel
 
-from iris_pipeline.backends import BackendOptions, GraphSpec, backend_options, without_backend_options
+from iris_pipeline.backends import BackendOptions, backend_options, without_backend_options
 from iris_pipeline.config import StageConfig
 from iris_pipeline.config import parse_options as config_options
-from iris_pipeline.errors import ConfigError, InputError
+from iris_pipeline.errors import ConfigError
 
 OptionsModel = TypeVar("OptionsModel", bound=BaseModel)
 
@@ -36,14 +35,3 @@ def require_backend(config: StageConfig, stage: str, supported: tuple[str, ...],
     """Refuse a backend the stage does not implement, with one line saying why and what to use."""
     if config.backend not in supported:
         raise ConfigError(f"{stage}.backend: {config.backend} is not supported {why}; use {' or '.join(supported)}")
-
-
-def check_profile(spec: GraphSpec, inputs: tuple[torch.Tensor, ...], stage: str) -> None:
-    """A TensorRT engine only runs shapes inside the profile it was built for: say so before it fails."""
-    for tensor_spec, tensor in zip(spec.inputs, inputs, strict=True):
-        for dim, size in zip(tensor_spec.dims, tensor.shape, strict=True):
-            if isinstance(dim, str):
-                lo, _, hi = spec.profile.ranges[dim]
-                if not lo <= size <= hi:
-                    raise InputError(f"{stage}: {tensor_spec.name} has {dim}={size}, outside the {lo}..{hi} the "
-                                     f"tensorrt engine {spec.name} was built for")

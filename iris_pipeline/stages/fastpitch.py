@@ -39,7 +39,7 @@ from iris_pipeline.errors import ConfigError, InputError
 from iris_pipeline.melbridge import MelBridge
 from iris_pipeline.models.fastpitch import regulate_length
 from iris_pipeline.models.fastpitch.mel import FASTPITCH_MEL, fastpitch_mel
-from iris_pipeline.stages.backend_support import check_profile, parse_own_options
+from iris_pipeline.stages.backend_support import parse_own_options
 from iris_pipeline.stages.base import Stage
 from iris_pipeline.subtitles import spans_to_word_timings, symbol_timings
 from iris_pipeline.text.fastpitch_en import EncodedText, encode, warm_up
@@ -89,10 +89,7 @@ class FastPitchStage(Stage):
         self.decoder: PreparedGraph | None = None
 
     def _prepare(self) -> None:
-        if self.config.checkpoint is not None:
-            model = models.load("fastpitch", self.config.checkpoint, size=self.size)
-        else:
-            model = models.build("fastpitch", size=self.size, seed=self.seed)
+        model = models.get("fastpitch", self.config.checkpoint, size=self.size, seed=self.seed)
         self.model = model.to(device=self.device, dtype=self.dtype).eval()
         if self.lipsync_features == "fastpitch":  # the speech mode never renders
             self.encoder_spec, self.decoder_spec = fastpitch_graphs(self.model, self.size)
@@ -132,14 +129,8 @@ class FastPitchStage(Stage):
         """FastPitch log-mel [80, sum(durations)] for symbol ids [N] with forced durations [N]."""
         if self.encoder is None or self.decoder is None:
             raise RuntimeError("fastpitch.render() needs prepare() in the fastpitch lip-sync mode")
-        tensorrt = self.config.backend == "tensorrt"
-        symbols = symbol_ids.to(self.device)[None]
-        if tensorrt:
-            check_profile(self.encoder_spec, (symbols,), self.name)
-        encodings = self.encoder(symbols)
+        encodings = self.encoder(symbol_ids.to(self.device)[None])
         regulated, lengths = regulate_length(durations.to(self.device)[None], encodings, pace=1.0)
-        if tensorrt:
-            check_profile(self.decoder_spec, (regulated, lengths), self.name)
         mel = self.decoder(regulated, lengths)
         return mel[0, :, : int(lengths[0])].float()
 
@@ -150,7 +141,7 @@ class FastPitchStage(Stage):
         if self.lipsync_features == "fastpitch":
             ids = torch.tensor(alignment.text.ids, dtype=torch.long, device=self.device)
             mel = self.render(ids, alignment.durations)
-            lipsync = self.bridge(mel, speech.seconds)
+            lipsync = self.bridge(mel, speech.samples.shape[-1], speech.sample_rate)
         else:
             lipsync = wav2lip_mel(speech.samples.float(), speech.sample_rate).to(self.device)
         timings = symbol_timings(alignment.text.symbols, alignment.durations.cpu().numpy(), end_s=speech.seconds)

@@ -38,11 +38,12 @@ from iris_pipeline.models.rvc.inference import (
     ChunkConstants,
     VoiceConverter,
 )
+from iris_pipeline.models.rvc.inference import SAMPLE_RATE as CONVERTER_INPUT_RATE
 from iris_pipeline.models.rvc.retrieval import FeatureIndex
 from iris_pipeline.stages.backend_support import parse_own_options, require_backend
 from iris_pipeline.stages.base import Stage
+from iris_pipeline.timebase import CODEC_RATE
 
-PROMPT_SAMPLE_RATE = 24000  # VALL-E X / EnCodec rate
 MIN_REFERENCE_SECONDS = 1.0
 MIN_SAMPLE_RATE = 8000
 MAX_SAMPLE_RATE = 96000
@@ -50,8 +51,8 @@ MAX_SAMPLE_RATE = 96000
 PROMPT_CACHE_SCHEMA = EntrySchema(
     tensors={"samples": TensorSpec(torch.float32, ("T",), finite=True)},
     values={"sample_rate": int},
-    check=lambda entry: None if entry["sample_rate"] == PROMPT_SAMPLE_RATE and
-    entry["samples"].shape[0] >= MIN_REFERENCE_SECONDS * PROMPT_SAMPLE_RATE
+    check=lambda entry: None if entry["sample_rate"] == CODEC_RATE and
+    entry["samples"].shape[0] >= MIN_REFERENCE_SECONDS * CODEC_RATE
     else f"a prompt of {entry['samples'].shape[0]} samples at {entry['sample_rate']} Hz",
 )
 
@@ -141,10 +142,7 @@ class RVCStage(Stage):
     # --- models ---------------------------------------------------------------------------------
 
     def _model(self, name: str, checkpoint: Path | None, seed_offset: int) -> torch.nn.Module:
-        if checkpoint is not None:
-            model = models.load(name, checkpoint, size=self.size)
-        else:
-            model = models.build(name, size=self.size, seed=self.seed + seed_offset)
+        model = models.get(name, checkpoint, size=self.size, seed=self.seed + seed_offset)
         return model.to(device=self.device, dtype=self.compute_dtype).eval()
 
     def _prepare(self) -> None:
@@ -214,18 +212,18 @@ class RVCStage(Stage):
         if key is not None:
             hit = self.cache.get(key, PROMPT_CACHE_SCHEMA)
             if hit is not None:
-                return {"prompt": Waveform(hit["samples"].to(self.device), PROMPT_SAMPLE_RATE)}
+                return {"prompt": Waveform(hit["samples"].to(self.device), CODEC_RATE)}
         prompt = self.convert(reference)
         if key is not None:
             self.cache.put(key, {"samples": prompt.samples.detach().float().cpu(),
-                                "sample_rate": PROMPT_SAMPLE_RATE})
+                                "sample_rate": CODEC_RATE})
         return {"prompt": prompt}
 
     def convert(self, reference: Waveform) -> Waveform:
         """The conversion itself (no cache): reference at any rate -> prompt at 24 kHz on the device."""
         assert self.converter is not None
-        audio16k = resample(reference.samples.detach().cpu().double(), int(reference.sample_rate), 16000)
+        audio16k = resample(reference.samples.detach().cpu().double(), int(reference.sample_rate), CONVERTER_INPUT_RATE)
         generator = torch.Generator(device=self.device).manual_seed(self.seed)
         converted = self.converter.convert(audio16k.numpy(), self.options.pitch_shift, generator)
-        prompt = resample(converted.float(), self.converter.sample_rate, PROMPT_SAMPLE_RATE)
-        return Waveform(prompt.float().to(self.device), PROMPT_SAMPLE_RATE)
+        prompt = resample(converted.float(), self.converter.sample_rate, CODEC_RATE)
+        return Waveform(prompt.float().to(self.device), CODEC_RATE)

@@ -30,7 +30,7 @@ from iris_pipeline.audio import Waveform, check_waveform, resample
 from iris_pipeline.backends import backend_options
 from iris_pipeline.config import StageConfig
 from iris_pipeline.errors import ConfigError, InputError
-from iris_pipeline.models.vallex.config import LANGUAGE_IDS, NUM_QUANTIZERS, SAMPLE_RATE
+from iris_pipeline.models.vallex.config import LANGUAGE_IDS, NUM_QUANTIZERS
 from iris_pipeline.models.vallex.decode import (
     CAPACITY_BUCKETS,
     DecodeRequest,
@@ -43,6 +43,7 @@ from iris_pipeline.stages.base import Stage
 from iris_pipeline.stages.contracts import VallexPrompt
 from iris_pipeline.text.vallex_g2p import LANGUAGES, phonemize
 from iris_pipeline.text.vallex_sentences import split_sentences
+from iris_pipeline.timebase import CODEC_RATE
 
 
 class VallexOptions(BaseModel):
@@ -118,11 +119,6 @@ class VallexStage(Stage):
 
     # --- models ---------------------------------------------------------------------------------
 
-    def _load(self, name: str, checkpoint: Path | None) -> torch.nn.Module:
-        if checkpoint is not None:
-            return models.load(name, checkpoint, size=self.size)
-        return models.build(name, size=self.size, seed=self.seed)
-
     @property
     def codec_dtype(self) -> torch.dtype:
         # Half-precision convolutions and LSTMs are a CUDA matter; on the CPU the codecs stay fp32.
@@ -130,11 +126,12 @@ class VallexStage(Stage):
 
     def _prepare(self) -> None:
         opts = self.options
-        self.model = self._load("vallex", self.config.checkpoint).to(self.device, self.dtype).eval()
-        self.encodec = self._load("encodec_24khz", opts.encodec_checkpoint).to(self.device, self.codec_dtype)
+        size, seed = self.size, self.seed
+        self.model = models.get("vallex", self.config.checkpoint, size, seed).to(self.device, self.dtype).eval()
+        self.encodec = models.get("encodec_24khz", opts.encodec_checkpoint, size, seed).to(self.device, self.codec_dtype)
         if opts.decoder == "vocos":
-            self.vocos = self._load("vocos_encodec_24khz", opts.vocos_checkpoint).to(self.device,
-                                                                                     self.codec_dtype)
+            self.vocos = models.get("vocos_encodec_24khz", opts.vocos_checkpoint, size, seed).to(self.device,
+                                                                                                 self.codec_dtype)
         use_graph = opts.use_cuda_graph if opts.use_cuda_graph is not None else self.config.backend == "compile"
         self.decoder = VallexDecoder(self.model, use_cuda_graph=use_graph, eos_check_every=opts.eos_check_every,
                                      max_batch=opts.max_batch, capacity_buckets=opts.capacity_buckets,
@@ -164,7 +161,7 @@ class VallexStage(Stage):
                              f"{', '.join(LANGUAGES)}")
         check_waveform(prompt, "vallex prompt", max_seconds=self.options.max_prompt_seconds)
         phonemes = phonemize(transcript, language)
-        samples = resample(prompt.samples.float().cpu(), prompt.sample_rate, SAMPLE_RATE)
+        samples = resample(prompt.samples.float().cpu(), prompt.sample_rate, CODEC_RATE)
         wav = samples.to(self.device, self.codec_dtype)[None, None]
         codes = self.encodec.encode(wav)[0].transpose(0, 1).long()  # [F, 8]
         if codes.shape[1] != NUM_QUANTIZERS:
@@ -214,7 +211,7 @@ class VallexStage(Stage):
             samples = self.vocos.decode_codes(batch_codes, bandwidth_id=2)[0]
         else:
             samples = self.encodec.decode(batch_codes)[0, 0]
-        return Waveform(samples.float(), SAMPLE_RATE)
+        return Waveform(samples.float(), CODEC_RATE)
 
     def _sampling(self) -> Sampling:
         opts = self.options

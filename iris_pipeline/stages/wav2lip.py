@@ -41,13 +41,10 @@ from iris_pipeline.cache import DiskCache, default_cache_dir
 from iris_pipeline.config import StageConfig
 from iris_pipeline.errors import ConfigError, InputError
 from iris_pipeline.face_detectors import FaceDetector, make_face_detector
-from iris_pipeline.stages.backend_support import check_profile, parse_own_options
+from iris_pipeline.stages.backend_support import parse_own_options
 from iris_pipeline.stages.base import Stage
 from iris_pipeline.stages.contracts import FramesRequest, FramesResult
-
-MEL_STEP = 16  # mel frames per window
-MEL_FRAMES_PER_SECOND = 80.0
-MEL_BINS = 80
+from iris_pipeline.timebase import MEL_BINS, MEL_COLUMN_RATE, MEL_WINDOW, MEL_WINDOW_SECONDS, window_starts
 
 
 class Wav2LipOptions(BaseModel):
@@ -80,23 +77,16 @@ def parse_options(options: dict[str, Any]) -> Wav2LipOptions:
     return parse_own_options(options, Wav2LipOptions, "wav2lip")
 
 
-def mel_window_starts(frames: torch.Tensor, fps: float, total_mel_frames: int) -> torch.Tensor:
-    """Global start column of each frame's 16-frame mel window, with the official arithmetic:
-    `int(f * (80. / fps))`, clamped so the window ends at the last mel frame."""
-    starts = torch.floor(frames.to(torch.float64) * (MEL_FRAMES_PER_SECOND / float(fps))).long()
-    return torch.clamp(starts, max=total_mel_frames - MEL_STEP)
-
-
 def check_speech_length(total_mel_frames: int, fps: float) -> None:
     """Refuse speech too short for one video frame or one mel window, with one clear line."""
     # T mel frames come from (T - 1) * hop <= n < T * hop samples: report the middle of that range
-    seconds = (total_mel_frames - 0.5) / MEL_FRAMES_PER_SECOND
+    seconds = (total_mel_frames - 0.5) / MEL_COLUMN_RATE
     if seconds < 1.0 / fps:
         raise InputError(f"speech: about {seconds:.3f} s of audio ({total_mel_frames} mel frames) is shorter than one "
                          f"video frame (1/{fps:g} s)")
-    if total_mel_frames < MEL_STEP:
+    if total_mel_frames < MEL_WINDOW:
         raise InputError(f"speech: about {seconds:.3f} s of audio gives {total_mel_frames} mel frames; Wav2Lip needs at "
-                         f"least {MEL_STEP} ({MEL_STEP / MEL_FRAMES_PER_SECOND:.1f} s of audio)")
+                         f"least {MEL_WINDOW} ({MEL_WINDOW_SECONDS:.1f} s of audio)")
 
 
 @dataclass(frozen=True)
@@ -124,8 +114,8 @@ class _FramePlan:
             raise ValueError(f"wav2lip: bad frame range start={start} count={count} fps={fps}")
         check_speech_length(total, fps)
         indices = torch.arange(start, start + count)
-        local = mel_window_starts(indices, fps, total) - int(request.mel_offset)
-        if count and (int(local.min()) < 0 or int(local.max()) + MEL_STEP > mel.shape[1]):
+        local = window_starts(indices, fps, total) - int(request.mel_offset)
+        if count and (int(local.min()) < 0 or int(local.max()) + MEL_WINDOW > mel.shape[1]):
             raise ValueError(f"wav2lip: mel chunk [{request.mel_offset}, {request.mel_offset + mel.shape[1]}) does "
                              f"not cover the windows of frames {start}..{start + count - 1}")
         sources = request.avatar.frame_indices(indices, fps)
@@ -147,7 +137,6 @@ class Wav2LipStage(Stage):
         self.seed = seed
         self._model: torch.nn.Module | None = None
         self._graph: PreparedGraph | None = None
-        self._spec: GraphSpec | None = None
         self.calibration_source: str | None = None  # INT8 only: "recorded" or "synthetic"
         self._detector: FaceDetector | None = None
 
@@ -160,13 +149,10 @@ class Wav2LipStage(Stage):
 
     @model.setter
     def model(self, module: torch.nn.Module | None) -> None:
-        self._model, self._graph, self._spec = module, None, None
+        self._model, self._graph = module, None
 
     def _prepare(self) -> None:
-        if self.config.checkpoint is not None:
-            model = models.load("wav2lip", self.config.checkpoint, size=self.size)
-        else:
-            model = models.build("wav2lip", size=self.size, seed=self.seed)
+        model = models.get("wav2lip", self.config.checkpoint, size=self.size, seed=self.seed)
         self.model = model.to(device=self.device).eval()  # the backend casts it to the precision
         self._prepare_generator()
 
@@ -187,8 +173,7 @@ class Wav2LipStage(Stage):
                 raise ConfigError(f"wav2lip.backend: tensorrt is not usable here: {reason}")
             if self.config.precision == "int8":
                 recorded = self.calibration_inputs()
-        self._spec = self.graph_spec(recorded)
-        self._graph = prepare_graph(self._spec, self.config, stage=self.name, device=self.device)
+        self._graph = prepare_graph(self.graph_spec(recorded), self.config, stage=self.name, device=self.device)
         if self.calibration_source is not None:
             self._graph.details["calibration"] = self.calibration_source
         return self._graph
@@ -219,15 +204,15 @@ class Wav2LipStage(Stage):
         for frames of the speech whose whole mel [80, M] is `mel`, the frames drawn with `seed`."""
         total = int(mel.shape[1])
         check_speech_length(total, fps)
-        video_frames = max(1, int(total / MEL_FRAMES_PER_SECOND * fps))
+        video_frames = max(1, int(total / MEL_COLUMN_RATE * fps))
         generator = torch.Generator().manual_seed(seed)
         mel = mel.to(self.device, torch.float32)
         recorded = []
         for _ in range(samples):
             frames = torch.randint(0, video_frames, (batch,), generator=generator)
-            windows = self._windows(mel, mel_window_starts(frames, fps, total))
+            windows = self._windows(mel, window_starts(frames, fps, total))
             crops = avatar.crops[avatar.frame_indices(frames, fps)]
-            recorded.append(tuple(t.float().cpu() for t in self._model_inputs(windows, crops, torch.float32)))
+            recorded.append(tuple(t.float().cpu() for t in self._model_inputs(windows, crops)))
         return recorded
 
     # --- avatars --------------------------------------------------------------------------------
@@ -284,26 +269,19 @@ class Wav2LipStage(Stage):
 
     def _windows(self, mel: torch.Tensor, starts: torch.Tensor) -> torch.Tensor:
         """[B, 1, 80, 16] mel windows of `mel` [80, M] starting at the (local) columns `starts` [B]."""
-        columns = starts.to(self.device)[:, None] + torch.arange(MEL_STEP, device=self.device)  # [B, 16]
+        columns = starts.to(self.device)[:, None] + torch.arange(MEL_WINDOW, device=self.device)  # [B, 16]
         return mel[:, columns].permute(1, 0, 2).unsqueeze(1)
 
-    def _model_inputs(self, windows: torch.Tensor, crops_rgb: torch.Tensor,
-                      dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mel windows and uint8 [B, 96, 96, 3] RGB crops -> the generator's (mel, faces [B, 6, 96, 96])."""
-        faces = crops_rgb.to(self.device).flip(-1).permute(0, 3, 1, 2).to(dtype) / 255.0  # BGR
+    def _model_inputs(self, windows: torch.Tensor, crops_rgb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mel windows and uint8 [B, 96, 96, 3] RGB crops -> the generator's fp32 (mel, faces [B, 6, 96, 96])."""
+        faces = crops_rgb.to(self.device).flip(-1).permute(0, 3, 1, 2).float() / 255.0  # BGR
         masked = faces.clone()
         masked[:, :, CROP_SIZE // 2:] = 0  # the lower half (mouth) is what the model renders
-        return windows.to(dtype), torch.cat([masked, faces], dim=1)
+        return windows.float(), torch.cat([masked, faces], dim=1)
 
     def _generate(self, windows: torch.Tensor, crops_rgb: torch.Tensor) -> torch.Tensor:
         """[B, 1, 80, 16] mel windows + uint8 [B, 96, 96, 3] RGB crops -> [B, 3, 96, 96] BGR in [0, 1]."""
-        graph = self.generator
-        # eager / compile take inputs in their compute dtype; a TensorRT engine casts fp32 itself
-        dtype = getattr(graph.run, "input_dtype", torch.float32)
-        inputs = self._model_inputs(windows, crops_rgb, dtype)
-        if graph.backend == "tensorrt":
-            check_profile(self._spec, inputs, self.name)
-        return graph(*inputs)
+        return self.generator(*self._model_inputs(windows, crops_rgb))  # the graph casts to its dtype
 
     @staticmethod
     def _paste(frames: torch.Tensor, crops_bgr: torch.Tensor, boxes: torch.Tensor) -> None:

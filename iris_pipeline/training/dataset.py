@@ -32,8 +32,9 @@ import torch
 from iris_pipeline.audio import check_waveform, read_audio, resample
 from iris_pipeline.cache import DiskCache, EntrySchema, TensorSpec, content_hash, tensor_hash
 from iris_pipeline.errors import ConfigError, InputError
-from iris_pipeline.models.vallex.config import LANGUAGE_IDS, NUM_AUDIO_TOKENS, NUM_QUANTIZERS, SAMPLE_RATE
+from iris_pipeline.models.vallex.config import LANGUAGE_IDS, NUM_AUDIO_TOKENS, NUM_QUANTIZERS
 from iris_pipeline.text.vallex_g2p import LANGUAGES, phonemize
+from iris_pipeline.timebase import CODEC_HOP, CODEC_RATE
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
 TRANSCRIPT_SUFFIX = ".txt"
@@ -108,7 +109,7 @@ class FinetuneData:
 
     @property
     def total_seconds(self) -> float:
-        return sum(u.frames for u in self.utterances) * 320 / SAMPLE_RATE
+        return sum(u.frames for u in self.utterances) * CODEC_HOP / CODEC_RATE
 
 
 def find_pairs(directory: Path) -> tuple[list[tuple[str, Path, Path]], list[SkippedPair]]:
@@ -203,7 +204,7 @@ class CodeEncoder:
 
     @torch.no_grad()
     def encode(self, samples: torch.Tensor, sample_rate: int) -> torch.Tensor:
-        wav = resample(samples.float(), sample_rate, SAMPLE_RATE) if sample_rate != SAMPLE_RATE else samples
+        wav = resample(samples.float(), sample_rate, CODEC_RATE) if sample_rate != CODEC_RATE else samples
         wav = wav.float().to(self.device).view(1, 1, -1)
         codes = self.encodec.encode(wav)[0].transpose(0, 1).long().cpu()  # [T, n_q]
         if codes.shape[1] != NUM_QUANTIZERS:
@@ -228,8 +229,8 @@ def load_pair(name: str, audio: Path, transcript: Path, language: str, encoder: 
         check_waveform(wave, "audio", limits.min_seconds, limits.max_seconds)
         codes = encoder.encode(wave.samples, wave.sample_rate)
         encoder.store(audio, codes)
-    seconds = codes.shape[0] * 320 / SAMPLE_RATE
-    if not limits.min_seconds <= seconds <= limits.max_seconds + 320 / SAMPLE_RATE:
+    seconds = codes.shape[0] * CODEC_HOP / CODEC_RATE
+    if not limits.min_seconds <= seconds <= limits.max_seconds + CODEC_HOP / CODEC_RATE:
         raise InputError(f"audio is {seconds:.2f} s long, outside [{limits.min_seconds:g}, "
                          f"{limits.max_seconds:g}] s")
     ratio = codes.shape[0] / len(ids)

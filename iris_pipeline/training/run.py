@@ -63,9 +63,7 @@ def resolve_device(name: str) -> torch.device:
 
 
 def prepare_data(options: FinetuneOptions, device: torch.device) -> FinetuneData:
-    encodec = (models.load("encodec_24khz", options.encodec_checkpoint, options.size)
-               if options.encodec_checkpoint is not None
-               else models.build("encodec_24khz", options.size, seed=options.seed))
+    encodec = models.get("encodec_24khz", options.encodec_checkpoint, options.size, seed=options.seed)
     encodec = encodec.to(device).eval()
     cache = DiskCache(options.cache_dir or default_cache_dir("finetune_codes"), max_entries=CODE_CACHE_ENTRIES)
     try:
@@ -90,8 +88,7 @@ def run_finetune(options: FinetuneOptions, on_data: Callable[[FinetuneData], Non
         raise ConfigError(f"finetune: no usable (audio, transcript) pair in {options.data} "
                           f"({len(data.skipped)} skipped)")
 
-    model = (models.load("vallex", options.init, options.size) if options.init is not None
-             else models.build("vallex", options.size, seed=options.seed)).to(device)
+    model = models.get("vallex", options.init, options.size, seed=options.seed).to(device)
     trainer = Trainer(model, options.settings)
     if options.resume:
         load_trainer_state(options.init, trainer)

@@ -25,8 +25,9 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from iris_pipeline.audio import wav2lip_mel
-from iris_pipeline.chunking import Timeline, expected_seconds
-from iris_pipeline.pipeline import CODEC_RATE, Job, Pipeline
+from iris_pipeline.chunking import expected_seconds
+from iris_pipeline.pipeline import Job, Pipeline
+from iris_pipeline.timebase import CODEC_RATE, Timeline
 
 pytestmark = pytest.mark.gpu
 

@@ -16,7 +16,8 @@ import torch
 
 from iris_pipeline.audio import Waveform
 from iris_pipeline.config import StageConfig
-from iris_pipeline.stages.rvc import PROMPT_SAMPLE_RATE, RVCStage
+from iris_pipeline.stages.rvc import RVCStage
+from iris_pipeline.timebase import CODEC_RATE
 from tests.support.gpu_timing import cuda_times_ms
 
 REFERENCE_SECONDS = 5.0
@@ -39,7 +40,7 @@ def test_rvc_full_fp16_stage_time(model, record_property):
     reference = reference_voice(REFERENCE_SECONDS)
     times = cuda_times_ms(lambda: stage.run(reference=reference), warmup=WARMUP, runs=RUNS)
     prompt = stage.run(reference=reference)["prompt"]
-    assert prompt.sample_rate == PROMPT_SAMPLE_RATE and prompt.samples.is_cuda
+    assert prompt.sample_rate == CODEC_RATE and prompt.samples.is_cuda
     assert abs(prompt.seconds - REFERENCE_SECONDS) <= 0.03
     assert torch.isfinite(prompt.samples).all()
     median = statistics.median(times)

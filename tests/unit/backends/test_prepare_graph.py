@@ -7,6 +7,7 @@ import torch
 
 from iris_pipeline.backends import (
     GraphSpec,
+    PreparedGraph,
     ShapeProfile,
     TensorSpec,
     backend_options,
@@ -15,7 +16,7 @@ from iris_pipeline.backends import (
 )
 from iris_pipeline.backends.tensorrt import tensorrt_unavailable_reason
 from iris_pipeline.config import StageConfig
-from iris_pipeline.errors import ConfigError
+from iris_pipeline.errors import ConfigError, InputError
 
 
 def _spec() -> GraphSpec:
@@ -100,3 +101,26 @@ def test_compile_backend_and_static_step_on_cpu():
     compiled = compile_step(step)  # mode "reduce-overhead": CUDA graphs on a GPU, plain inductor here
     token = torch.randn(1, 8)
     torch.testing.assert_close(compiled(token), step(token))
+
+
+@pytest.mark.parametrize(("autocast", "dtype"), [(False, torch.bfloat16), (True, torch.float32)])
+def test_prepared_graph_casts_fp32_inputs_to_what_its_runner_computes_in(autocast, dtype):
+    config = StageConfig(precision="bf16", backend="eager", options={"backend": {"autocast": autocast}})
+    graph = prepare_graph(_spec(), config, stage="toy", device="cpu")
+    assert graph.input_dtype == dtype
+    seen = []
+    graph.run = lambda *inputs: seen.append(inputs) or inputs[0]
+    graph(torch.randn(2, 4, 16), torch.arange(3))
+    floating, integer = seen[0]
+    assert floating.dtype == dtype, "floating inputs take the runner's dtype"
+    assert integer.dtype == torch.int64, "integer inputs keep theirs"
+
+
+def test_a_fixed_profile_refuses_shapes_outside_it_before_the_runner_runs():
+    calls = []
+    graph = PreparedGraph(lambda x: calls.append(x) or x, "tensorrt", "fp16", torch.device("cpu"),
+                          fixed_profile=_spec(), stage="toy")
+    graph(torch.zeros(4, 4, 32))  # the largest shape of the profile
+    with pytest.raises(InputError, match=r"toy: x has time=33, outside the 8..32 the tensorrt engine toy"):
+        graph(torch.zeros(1, 4, 33))
+    assert len(calls) == 1, "the runner never saw the refused input"

@@ -18,8 +18,8 @@ import torch
 
 from iris_pipeline.audio import Waveform
 from iris_pipeline.stages.contracts import FramesRequest, FramesResult
+from iris_pipeline.timebase import CODEC_HOP, CODEC_RATE
 
-CODEC_RATE = 24000
 FRAME_SIZE = 32  # fake avatar frames are 32x32 RGB
 
 
@@ -76,7 +76,7 @@ class FakeVallex(_FakeStage):
         frames = [r["num_frames"] or 75 for r in requests]
         scale = self.costs.scale * (self.costs.scheduler_scale or {}).get(self.scheduler, 1.0)
         _sleep(self.costs.vallex_ms_per_s * scale * max(frames) / 75 + self._extra())
-        return [{"speech": Waveform(0.1 * torch.sin(torch.arange(f * 320) / 20.0), CODEC_RATE),
+        return [{"speech": Waveform(0.1 * torch.sin(torch.arange(f * CODEC_HOP) / 20.0), CODEC_RATE),
                  "codes": torch.zeros(f, 8, dtype=torch.long)} for f in frames]
 
 

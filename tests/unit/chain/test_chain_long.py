@@ -11,8 +11,8 @@ import torch
 from iris_pipeline.audio import Waveform
 from iris_pipeline.chunking import benchmark_script
 from iris_pipeline.config import PipelineConfig
-from iris_pipeline.pipeline import CODEC_RATE, Job, Pipeline
-from iris_pipeline.video import frame_count_for
+from iris_pipeline.pipeline import Job, Pipeline
+from iris_pipeline.timebase import CODEC_RATE, video_frame_count
 
 FACE = Path(__file__).resolve().parents[2] / "data" / "astronaut_face.jpg"
 SECONDS = 30
@@ -47,5 +47,5 @@ def test_chunked_30s_render_has_the_unchunked_frames_and_duration(tmp_path):
 
     assert chunked.chunks >= 3 and whole.chunks == 1
     assert chunked.speech.samples.shape == whole.speech.samples.shape == (SECONDS * CODEC_RATE,)
-    frames = frame_count_for(SECONDS * CODEC_RATE, CODEC_RATE, FPS)  # the official Wav2Lip count
+    frames = video_frame_count(SECONDS * CODEC_RATE, CODEC_RATE, FPS)  # the official Wav2Lip count
     assert chunked.frames.shape == whole.frames.shape == (frames, avatar.height, avatar.width, 3)

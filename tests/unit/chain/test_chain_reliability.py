@@ -9,14 +9,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from iris_pipeline import chunking
+from iris_pipeline import chunking, timebase
 from iris_pipeline.audio import Waveform
 from iris_pipeline.chunking import benchmark_script
 from iris_pipeline.config import PipelineConfig
 from iris_pipeline.errors import InputError
-from iris_pipeline.pipeline import CODEC_RATE, ClipTally, Job, Pipeline
+from iris_pipeline.pipeline import ClipTally, Job, Pipeline
 from iris_pipeline.stages.fastpitch import FastPitchStage
-from iris_pipeline.video import frame_count_for
+from iris_pipeline.timebase import CODEC_RATE, video_frame_count
 
 DATA = Path(__file__).resolve().parents[2] / "data"
 # short sentences and phrases: with 0.6 s chunks, many chunks of a few symbols each
@@ -56,7 +56,7 @@ def test_chunk_minimums_cover_the_aligner_and_one_wav2lip_window(pipeline):
     assert len(texts) >= 8
     for text, frames in zip(texts, pipeline._min_chunk_frames(texts), strict=True):
         seconds = frames / (CODEC_RATE / 320)
-        assert seconds >= FastPitchStage.min_speech_seconds(text) and seconds >= chunking.MEL_WINDOW_SECONDS
+        assert seconds >= FastPitchStage.min_speech_seconds(text) and seconds >= timebase.MEL_WINDOW_SECONDS
 
 
 @pytest.mark.slow
@@ -68,7 +68,7 @@ def test_a_choppy_script_renders_for_every_seed(pipeline, avatar, seed):
     tally = ClipTally(pipeline.submit(job))
     for chunk in tally.handle.chunks(timeout=600):
         tally.add(chunk)
-    assert tally.chunks >= 8 and tally.frames == frame_count_for(tally.samples, CODEC_RATE, 25)
+    assert tally.chunks >= 8 and tally.frames == video_frame_count(tally.samples, CODEC_RATE, 25)
 
 
 @pytest.mark.slow
@@ -83,7 +83,7 @@ def test_a_30_second_script_without_seconds_renders(avatar, seed):
         result = pipe.render(job, timeout=900)
     finally:
         pipe.close()
-    assert result.chunks >= 3 and result.frames.shape[0] == frame_count_for(
+    assert result.chunks >= 3 and result.frames.shape[0] == video_frame_count(
         result.speech.samples.shape[0], CODEC_RATE, 25)
 
 
@@ -116,6 +116,6 @@ def test_lipsync_state_stays_bounded_in_clip_length(avatar, mode):
         pipe.close()
     assert result.chunks >= 8 and held
     chunk_columns = 80 * 1.0 * 2  # the planner's 1 s chunks, twice over for the longest one
-    assert max(m for m, _ in held) <= chunk_columns + chunking.MEL_WINDOW, held
+    assert max(m for m, _ in held) <= chunk_columns + timebase.MEL_WINDOW, held
     assert max(a for _, a in held) <= CODEC_RATE * 2.0, held
     assert pipe._lipsync_state == {}

@@ -15,9 +15,9 @@ from iris_pipeline.audio import Waveform
 from iris_pipeline.chunking import benchmark_script
 from iris_pipeline.config import PipelineConfig
 from iris_pipeline.errors import InputError
-from iris_pipeline.pipeline import CODEC_RATE, Job, Pipeline, ProgressEvent
+from iris_pipeline.pipeline import Job, Pipeline, ProgressEvent
 from iris_pipeline.placement import Placement
-from iris_pipeline.video import frame_count_for
+from iris_pipeline.timebase import CODEC_RATE, video_frame_count
 
 DATA = Path(__file__).resolve().parents[2] / "data"
 
@@ -67,7 +67,7 @@ def test_imposed_length_gives_exact_samples_and_frames(pipeline, avatar, events)
     assert result.chunks >= 2, "a 4 s script with 2.5 s chunks must be cut"
     assert result.speech.sample_rate == CODEC_RATE
     assert result.speech.samples.shape[0] == 4 * CODEC_RATE
-    frames = frame_count_for(4 * CODEC_RATE, CODEC_RATE, 25.0)
+    frames = video_frame_count(4 * CODEC_RATE, CODEC_RATE, 25.0)
     assert frames == 97  # the official Wav2Lip count: 100 frames less the last window's 0.2 s, plus one
     assert result.frames.shape == (frames, avatar.height, avatar.width, 3)
     assert result.frames.dtype == torch.uint8
@@ -128,7 +128,7 @@ def test_several_jobs_in_flight(pipeline, avatar):
     handles = [pipeline.submit(job(avatar, 2.0, seed=s)) for s in range(3)]
     results = [h.result(timeout=600) for h in handles]
     assert all(r.speech.samples.shape[0] == 2 * CODEC_RATE for r in results)
-    assert all(r.frames.shape[0] == frame_count_for(2 * CODEC_RATE, CODEC_RATE, 25.0) == 47 for r in results)
+    assert all(r.frames.shape[0] == video_frame_count(2 * CODEC_RATE, CODEC_RATE, 25.0) == 47 for r in results)
 
 
 def test_bad_jobs_are_refused_before_any_work(pipeline, avatar):

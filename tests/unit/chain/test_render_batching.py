@@ -19,9 +19,9 @@ import torch
 from iris_pipeline.audio import Waveform
 from iris_pipeline.chunking import benchmark_script
 from iris_pipeline.config import PipelineConfig
-from iris_pipeline.pipeline import CODEC_RATE, Job, Pipeline
+from iris_pipeline.pipeline import Job, Pipeline
 from iris_pipeline.stages.contracts import FramesRequest, FramesResult
-from iris_pipeline.video import frame_count_for
+from iris_pipeline.timebase import CODEC_RATE, video_frame_count
 
 BAD = 99  # the mark of an avatar the stand-in refuses
 
@@ -84,7 +84,7 @@ class Wav2Lip:
 
 
 SECONDS = 2.0
-FRAMES = frame_count_for(int(SECONDS * CODEC_RATE), CODEC_RATE, 25.0)
+FRAMES = video_frame_count(int(SECONDS * CODEC_RATE), CODEC_RATE, 25.0)
 
 
 def _pipeline(batch_size: int, chunk_seconds: float | None = None, hold_for: int = 2) -> tuple[Pipeline, Wav2Lip]:

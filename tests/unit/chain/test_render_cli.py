@@ -26,7 +26,8 @@ from iris_pipeline import models
 from iris_pipeline.checkpoints import SLOTS
 from iris_pipeline.models.rvc import export_file_dict
 from iris_pipeline.models.vocos import ENCODEC_PREFIX
-from iris_pipeline.video import frame_count_for, read_mp4_info
+from iris_pipeline.timebase import video_frame_count
+from iris_pipeline.video import read_mp4_info
 from tests.support.malicious import RunsCode
 
 REPO = Path(__file__).resolve().parents[3]
@@ -346,7 +347,7 @@ def test_tiny_render_writes_mp4_and_vtt(tmp_path):
     assert leftovers(tmp_path / "out") == ["clip.mp4", "clip.vtt"]
     assert proc.stderr.count("weights are random") == 1, proc.stderr
     info = read_mp4_info(out)
-    assert info.frame_count == frame_count_for(3 * 24000, 24000, FPS)  # the official Wav2Lip count
+    assert info.frame_count == video_frame_count(3 * 24000, 24000, FPS)  # the official Wav2Lip count
     assert info.fps == FPS
     assert info.audio_sample_rate == 24000
     assert info.audio_seconds is not None and abs(info.audio_seconds - 3.0) <= 1 / FPS

@@ -41,7 +41,7 @@ from iris_pipeline.config import PipelineConfig
 from iris_pipeline.errors import InputError
 from iris_pipeline.metrics.nvml import device_used_bytes
 from iris_pipeline.pipeline import Job, Pipeline
-from iris_pipeline.video import frame_count_for
+from iris_pipeline.timebase import video_frame_count
 
 DATA = Path(__file__).resolve().parents[2] / "data"
 JOBS = 240
@@ -112,10 +112,10 @@ def soak(pipeline: Pipeline, avatar, jobs: int, out: Path, leak: list | None = N
                 pipeline.render(job, timeout=300)
         elif kind == "render":
             tally = _write_clip(pipeline, job, out)
-            assert tally.frames == frame_count_for(tally.samples, 24000, 25)
+            assert tally.frames == video_frame_count(tally.samples, 24000, 25)
         else:
             result = pipeline.render(job, timeout=300)
-            assert result.frames.shape[0] == frame_count_for(result.speech.samples.shape[0], 24000, 25)
+            assert result.frames.shape[0] == video_frame_count(result.speech.samples.shape[0], 24000, 25)
             if leak is not None:  # the injected leak: every clip kept, one file left open per job
                 leak.append((result, open(os.devnull)))  # noqa: SIM115
         samples.outcomes[kind] = samples.outcomes.get(kind, 0) + 1

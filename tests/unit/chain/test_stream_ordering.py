@@ -20,11 +20,11 @@ import torch
 
 from iris_pipeline import pipeline as pipeline_module
 from iris_pipeline.audio import Waveform
-from iris_pipeline.chunking import Timeline
 from iris_pipeline.config import PipelineConfig
-from iris_pipeline.pipeline import CODEC_RATE, Job, Pipeline
+from iris_pipeline.pipeline import Job, Pipeline
 from iris_pipeline.placement import Placement, Ready
 from iris_pipeline.stages.contracts import FramesRequest, FramesResult
+from iris_pipeline.timebase import CODEC_RATE, Timeline
 
 CUDA0 = torch.device("cuda", 0)
 

@@ -16,22 +16,25 @@ from hypothesis import strategies as st
 
 from iris_pipeline.audio import wav2lip_mel
 from iris_pipeline.chunking import (
-    MEL_WINDOW,
     AudioStitcher,
     StitchLayout,
-    Timeline,
     crossfade_samples,
-    mel_columns_ready,
-    mel_window_start,
     plan_chunks,
-    prefix_samples_for_columns,
     stitch_audio,
-    video_frame_count,
     wav2lip_mel_columns,
-    wav2lip_mel_frames,
     wav2lip_mel_prefix,
 )
 from iris_pipeline.errors import InputError
+from iris_pipeline.timebase import (
+    MEL_WINDOW,
+    Timeline,
+    clamped_window_start,
+    mel_column_count,
+    mel_columns_ready,
+    prefix_samples_for_columns,
+    video_frame_count,
+    window_starts,
+)
 
 _WORDS = ["the", "avatar", "speaks,", "slowly;", "and", "then", "stops.", "Why?", "rendering", "a",
           "clip", "of", "speech", "今天天气很好。", "你好，"]
@@ -45,7 +48,7 @@ frame_rates = st.one_of(st.integers(20, 60), st.sampled_from([Fraction(24000, 10
 
 
 def fps_q(fps: float | Fraction) -> Fraction:
-    return Fraction(fps).limit_denominator(1001)  # how video.py reads a frame rate
+    return Fraction(fps).limit_denominator(1001)  # how timebase.fps_fraction reads a frame rate
 
 
 def ref_frame_count(n: int, sr: int, fps: float | Fraction) -> int:
@@ -73,30 +76,26 @@ def _noise(n: int, seed: int) -> torch.Tensor:
 
 @pytest.mark.parametrize("fps", [20, 24, 25, 30, 39, 50, 60, 29.97, 24000 / 1001, Fraction(30000, 1001)])
 def test_window_start_is_the_one_wav2lip_stage_uses(fps: float | Fraction) -> None:
-    from iris_pipeline.stages.wav2lip import mel_window_starts
-
     frames = torch.arange(0, 5000)
-    starts = [mel_window_start(f, fps, 10**6) for f in range(5000)]
-    assert starts == mel_window_starts(frames, float(fps), 10**6).tolist()
+    starts = [clamped_window_start(f, fps, 10**6) for f in range(5000)]
+    assert starts == window_starts(frames, float(fps), 10**6).tolist()
     assert starts == [ref_window(f, fps, 10**6) for f in range(5000)]
     # the official float formula is within one of the exact floor (fps 39, frame 117: 239, exact 240)
     assert all(abs(math.floor(80 * Fraction(f) / Fraction(fps)) - s) <= 1 for f, s in enumerate(starts))
 
 
 def test_indexing_edge_cases() -> None:
-    from iris_pipeline.video import frame_count_for
-
     assert video_frame_count(1, 16000, 25) == 1  # shorter than one window: one frame
     assert video_frame_count(16000, 16000, 25) == 22  # 81 columns: int(3.2 i) <= 65 for i <= 20, + 1
     assert video_frame_count(16001, 16000, 25) == 22  # still 81 columns
     assert video_frame_count(15999, 16000, 25) == 22  # 80 columns: i <= 20 still fits
     for n, sr, fps in [(1, 16000, 25), (16001, 16000, 25), (48000 * 7 + 5, 48000, 29.97), (24000, 24000, 24000 / 1001)]:
-        assert video_frame_count(n, sr, fps) == frame_count_for(n, sr, fps)
-    assert wav2lip_mel_frames(16000, 16000) == 81
+        assert video_frame_count(n, sr, fps) == ref_frame_count(n, sr, fps)
+    assert mel_column_count(16000, 16000) == 81
     # 23999 samples at 24 kHz -> ceil(15999.33) = 16000 at 16 kHz (rounding would give 80 columns)
-    assert wav2lip_mel_frames(23999, 24000) == 81
+    assert mel_column_count(23999, 24000) == 81
     with pytest.raises(InputError, match="shorter than one 16-frame Wav2Lip window"):
-        mel_window_start(0, 25, 15)
+        clamped_window_start(0, 25, 15)
     with pytest.raises(InputError, match="fps"):
         Timeline(1000, 16000, 0)
     with pytest.raises(InputError, match="do not tile"):
@@ -106,7 +105,7 @@ def test_indexing_edge_cases() -> None:
 @settings(max_examples=30, deadline=None)
 @given(n=st.integers(3000, 40000), sr=sample_rates)  # torch needs > 400 samples at 16 kHz to reflect-pad
 def test_mel_frame_count_is_that_of_audio_wav2lip_mel(n: int, sr: int) -> None:
-    assert wav2lip_mel_frames(n, sr) == wav2lip_mel(_noise(n, 0), sr).shape[1] == ref_mel_frames(n, sr)
+    assert mel_column_count(n, sr) == wav2lip_mel(_noise(n, 0), sr).shape[1] == ref_mel_frames(n, sr)
 
 
 @settings(max_examples=100, deadline=None)
@@ -214,7 +213,7 @@ def test_mel_lookahead_is_bounded(prefix: int, extra: int, sr: int) -> None:
     # at most ~half an STFT window plus the resampler's reach (soxr: 256 samples kept) behind the audio
     assert ready >= (n16 - 400 - (256 if sr != 16000 else 0) - 2) // 200
     assert ready <= max(0, (n16 - 400) // 200 + 1)
-    assert mel_columns_ready(total, sr, total) == wav2lip_mel_frames(total, sr)
+    assert mel_columns_ready(total, sr, total) == mel_column_count(total, sr)
     cols = max(ready, 1)
     need = prefix_samples_for_columns(cols, sr, total)
     assert mel_columns_ready(need, sr, total) >= cols
@@ -244,7 +243,7 @@ def test_vallex_benchmark_chunks_give_exactly_l_times_75_frames(seconds: int) ->
 @example(seconds=0.5, cut=1.0, sr=22050, seed=0)  # shrunk: a margin 3 samples too short failed here
 def test_resampled_prefix_is_final_where_it_says(seconds: float, cut: float, sr: int, seed: int) -> None:
     from iris_pipeline.audio import resample_soxr_hq
-    from iris_pipeline.chunking import final_resampled_samples
+    from iris_pipeline.timebase import final_resampled_samples
 
     n = max(2, round(seconds * sr))
     p = round(cut * (n - 1))
@@ -264,7 +263,8 @@ def test_resampled_prefix_is_final_where_it_says(seconds: float, cut: float, sr:
 def test_resampled_range_reads_only_what_it_needs_and_matches_the_full_resample(
         seconds: float, cut: float, start: float, sr: int, seed: int) -> None:
     from iris_pipeline.audio import resample_soxr_hq
-    from iris_pipeline.chunking import final_resampled_samples, resampled_range
+    from iris_pipeline.chunking import resampled_range
+    from iris_pipeline.timebase import final_resampled_samples
 
     n = round(seconds * sr)
     p = max(1, round(cut * n))

@@ -21,7 +21,7 @@ from iris_pipeline.face_detectors import S3FDDetector
 from iris_pipeline.models.rmvpe import estimate_f0
 from iris_pipeline.models.s3fd import preprocess
 from iris_pipeline.stages.wav2lip import Wav2LipStage
-from iris_pipeline.video import frames_for_mel
+from iris_pipeline.timebase import frames_for_columns
 from tests.support.parity import seeded_weights
 
 PARITY = Path(__file__).resolve().parents[2] / "data" / "parity"
@@ -83,7 +83,7 @@ def test_paste_back_equals_the_official_loop():
 def test_frame_count_equals_the_official_loop():
     cases = json.loads((PARITY / "wav2lip_frames.json").read_text())
     assert len(cases) == 40
-    assert [frames_for_mel(c["mel_frames"], c["fps"]) for c in cases] == [c["frames"] for c in cases]
+    assert [frames_for_columns(c["mel_frames"], c["fps"]) for c in cases] == [c["frames"] for c in cases]
 
 
 # --- RMVPE --------------------------------------------------------------------------------------------

@@ -14,7 +14,8 @@ from iris_pipeline.audio import Waveform
 from iris_pipeline.config import StageConfig
 from iris_pipeline.errors import ConfigError, InputError
 from iris_pipeline.models.rvc.inference import split_points
-from iris_pipeline.stages.rvc import PROMPT_SAMPLE_RATE, RVCStage
+from iris_pipeline.stages.rvc import RVCStage
+from iris_pipeline.timebase import CODEC_RATE
 
 RATES = {"rvc_v2_40k": 40000, "rvc_v2_48k": 48000}
 
@@ -63,7 +64,7 @@ def expected_prompt_samples(n_input: int, input_rate: int, model_rate: int, x_pa
     padded = n16 + 2 * 16000 * x_pad
     frames = min(padded // 160, 2 * hubert_frames(padded))
     at_model_rate = frames * (model_rate // 100) - 2 * model_rate * x_pad
-    return math.ceil(at_model_rate * PROMPT_SAMPLE_RATE / model_rate)
+    return math.ceil(at_model_rate * CODEC_RATE / model_rate)
 
 
 @settings(max_examples=6, deadline=None)
@@ -72,7 +73,7 @@ def expected_prompt_samples(n_input: int, input_rate: int, model_rate: int, x_pa
 def test_output_length_follows_the_padding_rules(stages, seconds, rate, model):
     reference = voice_like(seconds, rate)
     prompt = stages[model].run(reference=reference)["prompt"]
-    assert prompt.sample_rate == PROMPT_SAMPLE_RATE
+    assert prompt.sample_rate == CODEC_RATE
     assert prompt.samples.shape[0] == expected_prompt_samples(reference.samples.shape[0], rate, RATES[model])
     # RVC's output is up to ~3 frames (30 ms) shorter than its input
     assert 0 <= reference.seconds - prompt.seconds <= 0.03

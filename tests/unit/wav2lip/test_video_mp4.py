@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from iris_pipeline.video import Mp4Writer, fps_fraction, frame_count_for, read_mp4_info
+from iris_pipeline.timebase import fps_fraction, video_frame_count
+from iris_pipeline.video import Mp4Writer, read_mp4_info
 
 
 # The official Wav2Lip count: M = 1 + ceil(N * 16000 / sr) // 200 mel columns; frames i with
@@ -17,7 +18,7 @@ from iris_pipeline.video import Mp4Writer, fps_fraction, frame_count_for, read_m
     (1, 16000, 25.0, 1),  # shorter than one window: the one frame showing the last columns
 ])
 def test_frame_count_is_the_official_wav2lip_count(samples, rate, fps, frames):
-    assert frame_count_for(samples, rate, fps) == frames
+    assert video_frame_count(samples, rate, fps) == frames
     assert fps_fraction(30000 / 1001).denominator == 1001
 
 

@@ -15,8 +15,9 @@ from iris_pipeline.audio import Waveform, read_audio, wav2lip_mel
 from iris_pipeline.config import StageConfig
 from iris_pipeline.errors import ConfigError, InputError
 from iris_pipeline.stages.contracts import FramesRequest
-from iris_pipeline.stages.wav2lip import Wav2LipStage, check_speech_length, mel_window_starts
-from iris_pipeline.video import frame_count_for, read_mp4_info, write_mp4
+from iris_pipeline.stages.wav2lip import Wav2LipStage, check_speech_length
+from iris_pipeline.timebase import video_frame_count, window_starts
+from iris_pipeline.video import read_mp4_info, write_mp4
 
 DATA = Path(__file__).resolve().parents[2] / "data"
 PHOTO = DATA / "astronaut_face.jpg"
@@ -41,7 +42,7 @@ def _official_mel_chunks(total: int, fps: float) -> list[int]:
 def test_window_starts_equal_the_official_formula(fps, total, extra):
     official = _official_mel_chunks(total, fps)
     frames = torch.arange(len(official) + extra)
-    ours = mel_window_starts(frames, fps, total).tolist()
+    ours = window_starts(frames, fps, total).tolist()
     assert ours[: len(official)] == official
     assert all(s == total - 16 for s in ours[len(official):])  # past the end: the last window
 
@@ -110,7 +111,7 @@ def test_each_frame_gets_its_official_window_and_only_the_face_box_changes(stage
     assert frames.shape == (count, 256, 256, 3) and frames.dtype == torch.uint8 and frames.device.type == "cpu"
     assert probed.batches == [16, 16, 8]
     y1, y2, x1, x2 = avatar.boxes[0].tolist()
-    starts = mel_window_starts(torch.arange(count), fps, total)
+    starts = window_starts(torch.arange(count), fps, total)
     inside = frames[:, y1:y2, x1:x2]
     assert torch.equal(inside, starts.to(torch.uint8).view(-1, 1, 1, 1).expand_as(inside))
     outside = frames.clone()
@@ -124,7 +125,7 @@ def test_a_chunked_run_equals_the_whole_run(stage, avatar, probed):
     whole = _run(stage, mel, avatar, 0, 45)
     # chunk 2 holds only the mel columns its frames need, addressed by the global offset
     first = _run(stage, mel[:, :100], avatar, 0, 17, total=total)
-    offset = int(mel_window_starts(torch.tensor([17]), 25.0, total))
+    offset = int(window_starts(torch.tensor([17]), 25.0, total))
     second = _run(stage, mel[:, offset:], avatar, 17, 28, offset=offset, total=total)
     assert torch.equal(torch.cat([first, second]), whole)
 
@@ -147,7 +148,7 @@ def _jobs(avatar):
     """Requests of three jobs: other avatars, mels, frame ranges (one starts mid-clip), fps."""
     g = torch.Generator().manual_seed(3)
     mels = [torch.rand(80, n, generator=g) * 4 - 2 for n in (120, 200, 90)]
-    offset = int(mel_window_starts(torch.tensor([17]), 25.0, 200))
+    offset = int(window_starts(torch.tensor([17]), 25.0, 200))
     return [_request(mels[0], avatar, 0, 21), _request(mels[1], _mirrored_video(avatar), 17, 23, offset=offset),
             _request(mels[2], avatar, 0, 9, fps=30.0)]
 
@@ -164,13 +165,13 @@ def test_requests_of_several_jobs_render_as_each_alone(stage, avatar):
 def test_frames_of_several_requests_fill_each_generator_batch(stage, avatar, probed):
     total = 200
     mel = _ramp_mel(total)
-    offset = int(mel_window_starts(torch.tensor([30]), 25.0, total))
+    offset = int(window_starts(torch.tensor([30]), 25.0, total))
     requests = [_request(mel, avatar, 0, 10), _request(mel, avatar, 30, 10, offset=offset), _request(mel, avatar, 5, 10)]
     results = stage.render_frames(requests)
     assert probed.batches == [16, 14]
     y1, y2, x1, x2 = avatar.boxes[0].tolist()
     for request, result in zip(requests, results, strict=True):  # each frame read its own request's window
-        starts = mel_window_starts(torch.arange(request.frame_start, request.frame_start + 10), 25.0, total)
+        starts = window_starts(torch.arange(request.frame_start, request.frame_start + 10), 25.0, total)
         inside = result.frames[:, y1:y2, x1:x2]
         assert torch.equal(inside, starts.to(torch.uint8).view(-1, 1, 1, 1).expand_as(inside))
 
@@ -217,7 +218,7 @@ def test_mp4_of_a_tiny_run_has_the_speech_frame_count_fps_and_audio(stage, avata
     fps = 25.0
     speech = Waveform(speech.samples[: int(0.61 * speech.sample_rate)], speech.sample_rate)  # keep it fast
     mel = wav2lip_mel(speech.samples, speech.sample_rate)
-    count = frame_count_for(speech.samples.numel(), speech.sample_rate, fps)
+    count = video_frame_count(speech.samples.numel(), speech.sample_rate, fps)
     assert count == 12  # the official count: 49 mel columns, int(3.2 i) <= 33 for i <= 10, plus one
     frames = _run(stage, mel, avatar, 0, count)
     out = write_mp4(tmp_path / "clip.mp4", frames, fps, speech)
