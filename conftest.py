@@ -71,13 +71,24 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 def parse_clip_lengths(text: str) -> list[float]:
+    """`iris bench`'s parsing of --clip-lengths; a bad value is a usage error of pytest."""
+    from iris_pipeline.benchmark.settings import parse_clip_lengths as parse
+    from iris_pipeline.errors import IrisError
+
     try:
-        values = [float(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise pytest.UsageError(f"--clip-lengths: expected numbers separated by commas, got {text!r}") from None
-    if not values or any(v <= 0 for v in values):
-        raise pytest.UsageError(f"--clip-lengths: every clip length must be > 0 seconds, got {text!r}")
-    return values
+        return parse(text)
+    except IrisError as exc:
+        raise pytest.UsageError(str(exc)) from None
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread for a module's tests: their tensors are small, so threads cost more than they
+    give, and the test machine's cores are shared. Use with `pytestmark = pytest.mark.usefixtures(...)`."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")

@@ -58,7 +58,7 @@ def apply_checkpoint_dir(config: PipelineConfig, directory: str | Path) -> Pipel
         if slot.option is None:
             stage.checkpoint = found
         else:
-            stage.options = {**stage.options, slot.option: found}
+            setattr(stage.options, slot.option, found)
     if missing:
         raise CheckpointError(f"--checkpoints {directory}: missing {len(missing)} file(s): {'; '.join(missing)}")
     return config
@@ -73,7 +73,7 @@ def uses_random_weights(config: PipelineConfig) -> bool:
     for slot in SLOTS:
         if slot.stage not in config.stages or slot.model == "s3fd":
             continue
-        if slot.model == "vocos_encodec_24khz" and config.stage("vallex").options.get("decoder", "vocos") != "vocos":
+        if slot.model == "vocos_encodec_24khz" and config.vallex.options.decoder != "vocos":
             continue
         if slot_path(config, slot) is None:
             return True
@@ -83,7 +83,7 @@ def uses_random_weights(config: PipelineConfig) -> bool:
 def slot_path(config: PipelineConfig, slot: CheckpointSlot) -> Path | None:
     """The file `config` gives for `slot`, if any."""
     stage = config.stage(slot.stage)
-    value = stage.checkpoint if slot.option is None else stage.options.get(slot.option)
+    value = stage.checkpoint if slot.option is None else getattr(stage.options, slot.option)
     return Path(value) if value is not None else None
 
 

@@ -18,7 +18,7 @@ Definitions (integer arithmetic is exact unless said):
 - Frame targets (`allocate_units`): a total imposed on the clip (VALL-E X frames, `L * 75` in
   benchmark mode) is split over the chunks in proportion to their expected durations, each chunk at
   least 1, by largest remainders, so the targets sum exactly to the total.
-- Audio stitching (`StitchLayout`, `stitch_audio`): every chunk but the last is generated `overlap`
+- Audio stitching (`StitchLayout`, `AudioStitcher`): every chunk but the last is generated `overlap`
   samples longer than its nominal span; chunk k's nominal length is `len(chunk_k) - overlap` (the
   last chunk's is its length). The stitched clip is the concatenation of the nominal spans, so its
   length is `sum(len(chunk_k)) - (K - 1) * overlap`, known in advance when chunk lengths are imposed.
@@ -400,19 +400,8 @@ def _check_chunk_tensors(chunks: Sequence[torch.Tensor]) -> None:
             raise InputError(f"audio chunk {k}: expected 1-D samples, got shape {tuple(c.shape)}")
 
 
-def stitch_audio(chunks: Sequence[torch.Tensor], overlap: int) -> torch.Tensor:
-    """Join chunk waveforms with equal-power cross-fades; length `StitchLayout.total_length` exactly."""
-    _check_chunk_tensors(chunks)
-    layout = StitchLayout(tuple(c.shape[0] for c in chunks), overlap)
-    stitcher = AudioStitcher(overlap)
-    parts = [stitcher.push(c, last=(k == len(chunks) - 1)) for k, c in enumerate(chunks)]
-    out = torch.cat(parts)
-    assert out.shape[0] == layout.total_length
-    return out
-
-
 class AudioStitcher:
-    """Incremental `stitch_audio`: push chunks in order, get back the samples that became final.
+    """Stitching as chunks arrive: push chunks in order, get back the samples that became final.
 
     After chunk k (not last) the output up to its nominal end is final; its overlap tail is held for
     the next chunk's cross-fade. Only that tail is kept, so memory does not grow with the clip.
@@ -449,19 +438,11 @@ class AudioStitcher:
 
 # --- streaming Wav2Lip mel ------------------------------------------------------------------------
 
-def wav2lip_mel_prefix(prefix: torch.Tensor, sample_rate: int,
-                       total_samples: int | None = None) -> torch.Tensor:
-    """[80, R]: the first R = `mel_columns_ready(len(prefix), ...)` columns of the whole clip's
-    `audio.wav2lip_mel`, computed from its first samples only (equal up to float rounding).
-
-    `total_samples` = the clip's length when known; a prefix that is the whole clip gives all columns.
-    """
-    return wav2lip_mel_columns(prefix, sample_rate, 0, total_samples)
 
 
 def wav2lip_mel_columns(prefix: torch.Tensor, sample_rate: int, start_column: int,
                         total_samples: int | None = None, prefix_start: int = 0) -> torch.Tensor:
-    """Columns [start_column, R) of the whole clip's `audio.wav2lip_mel`, R as in `wav2lip_mel_prefix`.
+    """Columns [start_column, R) of the whole clip's `audio.wav2lip_mel`, R = `mel_columns_ready(prefix_start + len(prefix), ...)`.
 
     Reads only the audio those columns depend on (the resampler's and the STFT's reach before
     `start_column`), so a streaming caller pays for each column once, not for the whole prefix again.

@@ -16,6 +16,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from iris_pipeline.errors import ConfigError
 from iris_pipeline.serve.config import ServingConfig
+from iris_pipeline.stage_options import (
+    FastPitchOptions,
+    RVCOptions,
+    StageOptions,
+    VallexOptions,
+    Wav2LipOptions,
+)
 
 STAGE_ORDER: tuple[str, ...] = ("rvc", "vallex", "fastpitch", "wav2lip")
 
@@ -29,13 +36,14 @@ class _Strict(BaseModel):
 
 
 class StageConfig(_Strict):
-    """Settings of one stage. `options` holds stage-specific settings the stage validates itself."""
+    """Settings of one stage. `options` holds the stage-specific settings (the backend's at least);
+    each stage's own config below narrows them to its options model."""
 
     precision: Precision = "fp16"
     backend: Backend = "eager"
     device: str | None = Field(default=None, description="device of this stage; None = the pipeline's")
     checkpoint: Path | None = None
-    options: dict[str, Any] = Field(default_factory=dict)
+    options: StageOptions = Field(default_factory=StageOptions)
 
     @field_validator("device")
     @classmethod
@@ -46,6 +54,22 @@ class StageConfig(_Strict):
         if kind not in ("cpu", "cuda") or (index and not index.isdigit()):
             raise ValueError("must be 'cpu', 'cuda' or 'cuda:N'")
         return value
+
+
+class RVCConfig(StageConfig):
+    options: RVCOptions = Field(default_factory=RVCOptions)
+
+
+class VallexConfig(StageConfig):
+    options: VallexOptions = Field(default_factory=VallexOptions)
+
+
+class FastPitchConfig(StageConfig):
+    options: FastPitchOptions = Field(default_factory=FastPitchOptions)
+
+
+class Wav2LipConfig(StageConfig):
+    options: Wav2LipOptions = Field(default_factory=Wav2LipOptions)
 
 
 class ChunkingConfig(_Strict):
@@ -76,10 +100,10 @@ class PipelineConfig(_Strict):
     size: Size = "full"
     device: str = "auto"
     stages: list[str] = Field(default_factory=lambda: list(STAGE_ORDER))
-    rvc: StageConfig = Field(default_factory=StageConfig)
-    vallex: StageConfig = Field(default_factory=StageConfig)
-    fastpitch: StageConfig = Field(default_factory=StageConfig)
-    wav2lip: StageConfig = Field(default_factory=StageConfig)
+    rvc: RVCConfig = Field(default_factory=RVCConfig)
+    vallex: VallexConfig = Field(default_factory=VallexConfig)
+    fastpitch: FastPitchConfig = Field(default_factory=FastPitchConfig)
+    wav2lip: Wav2LipConfig = Field(default_factory=Wav2LipConfig)
     chunking: ChunkingConfig = Field(default_factory=ChunkingConfig)
     video: VideoConfig = Field(default_factory=VideoConfig)
     limits: ScriptLimits = Field(default_factory=ScriptLimits)
@@ -215,17 +239,23 @@ def describe_validation_error(exc: ValidationError, prefix: str = "", allowed_ke
     return f"{where}: {msg}{shown}{more}"
 
 
-def _format_error(exc: ValidationError, source: str) -> str:
-    return f"{source}: {describe_validation_error(exc)}"
+def _model_at(model: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The pydantic model a location inside `model` points into (None past a non-model field)."""
+    for part in loc:
+        field = model.model_fields.get(part) if isinstance(part, str) else None
+        annotation = field.annotation if field is not None else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return None
+        model = annotation
+    return model
 
 
-def parse_options(model: type[BaseModel], options: Any, prefix: str) -> Any:
-    """Validate a stage's `options` mapping with its pydantic model; a bad value is a ConfigError."""
-    try:
-        return model.model_validate(options)
-    except ValidationError as exc:
-        raise ConfigError(describe_validation_error(exc, prefix, allowed_keys=model.model_fields,
-                                                    unknown="unknown option")) from None
+def _format_error(exc: ValidationError, source: str, model: type[BaseModel] | None = None) -> str:
+    """One line for the first problem; an unknown key lists the keys allowed where it was found."""
+    err = exc.errors()[0]
+    within = _model_at(model, err["loc"][:-1]) if model is not None and err["type"] == "extra_forbidden" else None
+    unknown = "unknown option" if "options" in err["loc"] else "unknown key"
+    return f"{source}: {describe_validation_error(exc, allowed_keys=within.model_fields if within else None, unknown=unknown)}"
 
 
 def _read_yaml(path: Path) -> Any:
@@ -250,7 +280,7 @@ def parse_pipeline_config(data: Any, source: str = "config") -> PipelineConfig:
     try:
         return PipelineConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_format_error(exc, source)) from None
+        raise ConfigError(_format_error(exc, source, PipelineConfig)) from None
 
 
 def load_pipeline_config(path: str | Path | None = None, **overrides: Any) -> PipelineConfig:

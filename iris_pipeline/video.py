@@ -9,6 +9,7 @@ destination's directory and renamed only once complete, so a failed render leave
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -20,6 +21,7 @@ import torch
 from iris_pipeline.atomic import create_temp_file
 from iris_pipeline.audio import Waveform
 from iris_pipeline.errors import InputError
+from iris_pipeline.subtitles import WordTiming, write_webvtt
 from iris_pipeline.timebase import fps_fraction, video_frame_count
 
 _AUDIO_FRAME = 1024  # AAC frame size in samples
@@ -160,6 +162,23 @@ class Mp4Writer:
             self.abort()
 
 
+def close_with_subtitles(writer: Mp4Writer, words: Sequence[WordTiming]) -> tuple[Path, Path]:
+    """Finish a streamed clip: its .vtt beside the mp4 (same name), then the mp4. All or nothing: when
+    either fails, the new .vtt is removed and the mp4's temporary file with it. Returns (mp4, vtt)."""
+    vtt = writer.path.with_suffix(".vtt")
+    try:
+        write_webvtt(vtt, words)
+        try:
+            mp4 = writer.close()
+        except BaseException:
+            vtt.unlink(missing_ok=True)
+            raise
+    except BaseException:
+        writer.abort()
+        raise
+    return mp4, vtt
+
+
 def write_mp4(path: str | Path, frames: Any, fps: float, speech: Waveform | None = None) -> Path:
     """Write all `frames` (uint8 [N, H, W, 3] RGB) and the speech; N must be `timebase.video_frame_count(speech)`."""
     frames = _as_uint8_frames(frames)
@@ -187,10 +206,6 @@ class Mp4Info:
     audio_sample_rate: int | None
     audio_samples: int  # decoded samples (AAC rounds up to whole 1024-sample frames)
     audio_seconds: float | None  # the stream's declared duration
-
-    @property
-    def video_seconds(self) -> float:
-        return self.frame_count / self.fps
 
 
 def read_mp4_info(path: str | Path) -> Mp4Info:

@@ -21,12 +21,6 @@ from iris_pipeline.backends.cache import (
 from iris_pipeline.backends.eager import CompiledGraph, EagerGraph, compile_callable, compile_step
 from iris_pipeline.backends.fingerprint import DeviceFingerprint, device_fingerprint, module_hash
 from iris_pipeline.backends.graph import GraphSpec, ShapeProfile, TensorSpec
-from iris_pipeline.backends.options import (
-    BackendOptions,
-    Int8Options,
-    backend_options,
-    without_backend_options,
-)
 from iris_pipeline.backends.prepare import (
     PreparedGraph,
     aoti_graph,
@@ -38,6 +32,7 @@ from iris_pipeline.backends.prepare import (
     prepare_graph,
     tensorrt_graph,
 )
+from iris_pipeline.stage_options import BackendOptions, Int8Options
 
 __all__ = [
     "AccuracyGate",
@@ -62,7 +57,6 @@ __all__ = [
     "ShapeProfile",
     "TensorSpec",
     "aoti_graph",
-    "backend_options",
     "compare",
     "compile_callable",
     "compile_step",
@@ -75,5 +69,4 @@ __all__ = [
     "onnx_artifact",
     "prepare_graph",
     "tensorrt_graph",
-    "without_backend_options",
 ]

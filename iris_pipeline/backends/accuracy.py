@@ -15,7 +15,7 @@ import torch
 
 from iris_pipeline.backends.cache import EngineRefusedError
 from iris_pipeline.backends.graph import GraphSpec
-from iris_pipeline.backends.options import Int8Options
+from iris_pipeline.stage_options import Int8Options
 
 
 @dataclass(frozen=True)

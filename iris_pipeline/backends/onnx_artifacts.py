@@ -26,8 +26,8 @@ from iris_pipeline.backends.accuracy import AccuracyReport, accuracy_gate, compa
 from iris_pipeline.backends.cache import BuildLog, BuildResult, EngineBuildError
 from iris_pipeline.backends.graph import GraphSpec
 from iris_pipeline.backends.onnx_export import OnnxRuntimeGraph, export_onnx
-from iris_pipeline.backends.options import Int8Options
 from iris_pipeline.backends.quantize import quantize_onnx
+from iris_pipeline.stage_options import Int8Options
 
 ONNX_NAME = "model.onnx"
 FP16_NAME = "model.fp16.onnx"

@@ -38,7 +38,6 @@ from iris_pipeline.backends.cache import (
 from iris_pipeline.backends.eager import CompiledGraph, EagerGraph, compute_dtype
 from iris_pipeline.backends.fingerprint import backend_version, device_fingerprint, module_hash
 from iris_pipeline.backends.graph import GraphSpec
-from iris_pipeline.backends.options import BackendOptions, backend_options
 from iris_pipeline.backends.tensorrt import (
     ENGINE_NAME,
     TensorRTGraph,
@@ -49,6 +48,7 @@ from iris_pipeline.backends.tensorrt import (
 from iris_pipeline.cache import default_cache_dir
 from iris_pipeline.config import StageConfig
 from iris_pipeline.errors import ConfigError
+from iris_pipeline.stage_options import BackendOptions
 
 ENGINE_DIR_ENV = "IRIS_ENGINE_DIR"
 # precisions a strongly typed network can take from our ONNX files (fp32 export, typed fp16, ModelOpt INT8)
@@ -350,7 +350,7 @@ def prepare_graph(
 ) -> PreparedGraph:
     """The compute graph of `spec` on `device` for the backend and precision in `config`."""
     device = torch.device(device)
-    options = backend_options(config, stage)
+    options = config.options.backend
     precision, backend = config.precision, config.backend
     if backend == "eager":
         graph = EagerGraph(spec.module, precision, device, autocast=options.autocast)

@@ -22,8 +22,8 @@ import torch
 
 from iris_pipeline.backends.cache import CorruptEntryError, EngineBuildError
 from iris_pipeline.backends.graph import GraphSpec
-from iris_pipeline.backends.options import BackendOptions
 from iris_pipeline.errors import ConfigError
+from iris_pipeline.stage_options import BackendOptions
 
 ENGINE_NAME = "engine.plan"
 

@@ -291,16 +291,30 @@ def ab_table(run: ABRun, base_ref: str) -> Any:
     return table
 
 
-def run_ab_command(settings: BenchSettings, config: PipelineConfig, out_dir: Path, ref: str | None,
-                   base_dir: Path | None, opts: ABOptions, console: Any, progress: Progress | None,
+@dataclass(frozen=True)
+class ABCommand:
+    """`iris bench --ab REF` / `--ab-base-dir DIR`: what to measure, the working tree's config, where the
+    results go, the base (a git ref, or a checkout directory), and how the check runs."""
+
+    settings: BenchSettings
+    config: PipelineConfig
+    out_dir: Path
+    ref: str | None
+    base_dir: Path | None
+    options: ABOptions
+
+
+def run_ab_command(command: ABCommand, console: Any, progress: Progress | None,
                    factory: str | None = None, factory_args: tuple[dict, dict] = ({}, {})) -> ABRun:
-    """`iris bench --ab REF` / `--ab-base-dir DIR`: run the check, write ab.csv / ab.json, print the table."""
+    """Run the check, write ab.csv / ab.json, print the table."""
     import soundfile as sf
 
     from iris_pipeline.metrics import capture_context, repository_root, write_csv, write_json
 
+    settings, config, ref, base_dir, opts = (command.settings, command.config, command.ref, command.base_dir,
+                                             command.options)
     head_root = repository_root()
-    out_dir = Path(out_dir)
+    out_dir = Path(command.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="iris-ab-") as tmp_name:
         tmp = Path(tmp_name)

@@ -35,10 +35,6 @@ from iris_pipeline.metrics import Summary, append_history, write_csv, write_json
 RULES = verdicts.__doc__
 
 
-def _nan(value: Any) -> float:
-    return math.nan if value is None else float(value)
-
-
 def clip_summaries(result: BenchResult, clip: ClipMeasurement) -> dict[str, Summary | None]:
     s = result.resolved.settings
     return {figure: clip.figure_summary(figure, s.n_boot, s.seed, s.confidence)

@@ -139,29 +139,29 @@ def with_setting(data: dict[str, Any], key: str, value: Any) -> dict[str, Any]:
     return out
 
 
+def option_value(config: PipelineConfig, key: str) -> Any:
+    """The value of the dotted config `key` (e.g. vallex.options.scheduler) in `config`; None where
+    this tree's config has no such option."""
+    node: Any = config.model_dump(mode="json")
+    for part in key.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
+
+
 def configured_scheduler(config: PipelineConfig) -> str:
-    """The tts scheduler `config` runs (the stage's `scheduler` option; a tree without that option
-    decodes the waiting jobs together to the end: static)."""
-    from iris_pipeline.stages.vallex import parse_options
+    """The tts scheduler `config` runs (`SCHEDULER_OPTION`; a tree without that option decodes the
+    waiting jobs together to the end: static)."""
+    value = option_value(config, SCHEDULER_OPTION)
+    return "static" if value is None else str(value)
 
-    return str(getattr(parse_options(config.stage("vallex").options), "scheduler", "static"))
 
-
-def scheduler_configs(config: PipelineConfig, schedulers: list[str],
-                      stage_factory: Callable | None = None) -> dict[str, PipelineConfig]:
-    """`config` with each scheduler of `schedulers` other than its own, checked now by building its
-    stages (no model loads): a bad name fails before the long run, with the stage's own message."""
-    from iris_pipeline.stages import build_stage
-
+def scheduler_configs(config: PipelineConfig, schedulers: list[str]) -> dict[str, PipelineConfig]:
+    """`config` with each scheduler of `schedulers` other than its own, validated now (the typed
+    options refuse a bad name before the long run, with one line)."""
     own = configured_scheduler(config)
-    out = {}
-    for name in dict.fromkeys(schedulers):
-        if name != own:
-            data = with_setting(config.model_dump(mode="json"), SCHEDULER_OPTION, name)
-            out[name] = parse_pipeline_config(data, source=f"the config with {SCHEDULER_OPTION}={name}")
-            for stage in out[name].stages:
-                (stage_factory or build_stage)(stage, out[name], torch.device("cpu"))
-    return out
+    return {name: parse_pipeline_config(with_setting(config.model_dump(mode="json"), SCHEDULER_OPTION, name),
+                                        source=f"the config with {SCHEDULER_OPTION}={name}")
+            for name in dict.fromkeys(schedulers) if name != own}
 
 
 def _yaml_mapping(path: Path) -> dict[str, Any]:
@@ -176,9 +176,9 @@ def engine_dirs(config: PipelineConfig) -> list[Path]:
 
     dirs = [default_engine_dir()]
     for stage in config.stages:
-        backend_opts = config.stage(stage).options.get("backend") or {}
-        if isinstance(backend_opts, dict) and backend_opts.get("engine_dir"):
-            dirs.append(Path(backend_opts["engine_dir"]))
+        engine_dir = config.stage(stage).options.backend.engine_dir
+        if engine_dir is not None:
+            dirs.append(engine_dir)
     return list(dict.fromkeys(p.resolve() for p in dirs))
 
 
@@ -350,8 +350,7 @@ def run_benchmark(settings: BenchSettings, config: PipelineConfig, **kwargs: Any
     """Build the pipeline once, measure every clip length, tear down (keywords: `BenchSession`'s).
     Then, for each of `settings.schedulers` other than the configured one, a pipeline built with
     that scheduler runs the throughput phases at the concurrencies the configured one measured."""
-    others = scheduler_configs(config, settings.schedulers, kwargs.get("stage_factory")) if settings.throughput \
-        else {}
+    others = scheduler_configs(config, settings.schedulers) if settings.throughput else {}
     with BenchSession(settings, config, **kwargs) as session:
         result = session.measure()
     result.scheduler = configured_scheduler(config)

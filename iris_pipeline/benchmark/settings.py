@@ -7,14 +7,15 @@ every such relaxation is written as a note into the output and the summary.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from iris_pipeline.benchmark import verdicts
-from iris_pipeline.errors import ConfigError
+from iris_pipeline.errors import ConfigError, InputError
 
 DEFAULT_CLIP_LENGTHS = (5.0, 10.0, 30.0)
 STRESS_CLIP_LENGTH = 120.0  # opt-in: --clip-lengths 5,10,30,120
@@ -27,6 +28,8 @@ PHASE_MIN_SECONDS = (20.0, 0.0)
 PHASE_MIN_CLIPS = (50, 2)
 MAX_CONCURRENCY = (16, 2)
 GPU_MIN_RUNS = RUNS[0]
+
+Number = TypeVar("Number", int, float)
 
 
 class BenchSettings(BaseModel):
@@ -166,21 +169,94 @@ def parse_assignments(items: list[str] | None, name: str) -> dict[str, str]:
     return out
 
 
-def parse_concurrencies(text: str) -> list[int]:
+def comma_separated(text: str, flag: str, convert: Callable[[str], Number] = float, noun: str = "value",
+                    unit: str = "") -> list[Number]:
+    """"5,10,30" -> [5.0, 10.0, 30.0]: the positive numbers of a comma-separated command-line value.
+
+    An item `convert` refuses, an empty list or a value <= 0 raises InputError naming `flag`
+    (every such list this CLI takes holds positive numbers: seconds, noise levels, counts).
+    """
     try:
-        values = [int(v) for v in text.split(",") if v.strip()]
+        values = [convert(v) for v in text.split(",") if v.strip()]
     except ValueError:
-        values = []
-    if not values:
-        raise ConfigError(f"--concurrencies {text!r}: expected whole numbers separated by commas, e.g. 1,2,4,8")
+        kind = "whole numbers" if convert is int else "numbers"
+        raise InputError(f"{flag} {text!r}: expected {kind} separated by commas") from None
+    if not values or any(not v > 0 for v in values):
+        raise InputError(f"{flag} {text!r}: every {noun} must be > 0{unit}")
     return values
 
 
 def parse_clip_lengths(text: str) -> list[float]:
-    try:
-        values = [float(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise ConfigError(f"--clip-lengths {text!r}: expected numbers separated by commas, e.g. 5,10,30") from None
-    if not values or any(not v > 0 for v in values):
-        raise ConfigError(f"--clip-lengths {text!r}: every clip length must be > 0 seconds")
-    return values
+    return comma_separated(text, "--clip-lengths", noun="clip length", unit=" seconds")
+
+
+@dataclass(frozen=True)
+class BenchCommand:
+    """`iris bench`'s command line as given (None: the flag was not given). The measurement flags go
+    over the config file's `bench:` mapping into `BenchSettings`; the rest choose the pipeline, where
+    results go, and the A/B check."""
+
+    # what to measure
+    clip_lengths: str
+    runs: int | None
+    warmup: int | None
+    max_runs: int | None
+    statistic: list[str]
+    marginal: str | None
+    throughput: bool
+    max_concurrency: int | None
+    concurrencies: str | None
+    schedulers: str | None
+    phase_min_seconds: float | None
+    phase_min_clips: int | None
+    encode_runs: int | None
+    fresh_voice: bool
+    avatar: Path | None
+    reference: Path | None
+    transcript: str | None
+    language: str | None
+    seed: int | None
+    # which pipeline
+    config: Path | None
+    profile: str | None
+    size: str | None
+    device: str | None
+    precision: str | None
+    backend: str | None
+    stage_precision: list[str]
+    stage_backend: list[str]
+    compare_eager: bool
+    # judging and output
+    targets: Path | None
+    out: Path | None
+    gate: bool
+    history: Path | None
+    quiet: bool
+    # the A/B check (--ab REF or --ab-base-dir DIR)
+    ab: str | None
+    ab_base_dir: Path | None
+    ab_pairs: int | None
+    ab_max_pairs: int
+    ab_min_slowdown: float
+    ab_floor_ms: float
+    ab_alpha: float
+    ab_base_set: list[str]
+
+    def bench_settings(self, file_settings: dict[str, Any]) -> BenchSettings:
+        """The flags given, over the config file's `bench:` mapping; statistics merge key by key, and
+        the on/off flags can only turn off what the file turns on (throughput) or on what it leaves off."""
+        flags = {"clip_lengths": parse_clip_lengths(self.clip_lengths) if self.clip_lengths else None,
+                 "runs": self.runs, "max_runs": self.max_runs, "warmup": self.warmup,
+                 "max_concurrency": self.max_concurrency, "marginal": self.marginal,
+                 "phase_min_seconds": self.phase_min_seconds, "phase_min_clips": self.phase_min_clips,
+                 "encode_runs": self.encode_runs, "avatar": self.avatar, "reference": self.reference,
+                 "transcript": self.transcript, "language": self.language, "seed": self.seed,
+                 "concurrencies": comma_separated(self.concurrencies, "--concurrencies", int, "concurrency")
+                 if self.concurrencies else None,
+                 "schedulers": self.schedulers.split(",") if self.schedulers is not None else None}
+        merged = {**file_settings, **{k: v for k, v in flags.items() if v is not None}}
+        merged.update(statistics={**file_settings.get("statistics", {}),
+                                  **parse_assignments(self.statistic, "--statistic")},
+                      throughput=self.throughput and file_settings.get("throughput", True),
+                      fresh_voice=self.fresh_voice or file_settings.get("fresh_voice", False))
+        return parse_settings(merged)

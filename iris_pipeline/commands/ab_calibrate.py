@@ -16,18 +16,6 @@ from iris_pipeline.benchmark.abtest import (
 )
 
 
-def _floats(text: str, name: str) -> list[float]:
-    from iris_pipeline.errors import InputError
-
-    try:
-        values = [float(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise InputError(f"{name} {text!r}: expected numbers separated by commas") from None
-    if not values or any(not v > 0 for v in values):
-        raise InputError(f"{name} {text!r}: every value must be > 0")
-    return values
-
-
 def ab_calibrate_command(
     cv: str = typer.Option("0.02,0.05,0.10", "--cv", help="run-to-run noise levels (coefficient of variation)"),
     pairs: str = typer.Option("20,30,60,120", "--pairs", help="pair counts"),
@@ -43,17 +31,18 @@ def ab_calibrate_command(
     from rich.table import Table
 
     from iris_pipeline.benchmark import abtest
+    from iris_pipeline.benchmark.settings import comma_separated
     from iris_pipeline.errors import InputError
 
     if not 0 < alpha < 0.5:
         raise InputError(f"--alpha {alpha}: must be in (0, 0.5)")
-    counts = [int(p) for p in _floats(pairs, "--pairs")]
+    counts = comma_separated(pairs, "--pairs", int)
     if min(counts) < abtest.MIN_PAIRS:
         raise InputError(f"--pairs {pairs!r}: the check needs >= {abtest.MIN_PAIRS} pairs")
     rows: list[CalibrationRow] = [
         abtest.calibrate(c, n, trials=trials, seed=seed, slowdown=slowdown, alpha=alpha, min_slowdown=min_slowdown,
                          outlier_rate=outliers)
-        for c in _floats(cv, "--cv") for n in counts]
+        for c in comma_separated(cv, "--cv") for n in counts]
     table = Table(title=f"A/B decision rule, simulated ({trials} trials per cell, seed {seed})")
     for name in ("CV", "pairs", f"detection of +{slowdown:.0%}", "false alarm (no change)"):
         table.add_column(name, justify="right")

@@ -13,10 +13,14 @@ from __future__ import annotations
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from iris_pipeline.benchmark.abtest import ALPHA, FLOOR_MS, MAX_PAIRS, MIN_SLOWDOWN
+
+if TYPE_CHECKING:
+    from iris_pipeline.benchmark.settings import BenchCommand
 
 EXIT_FAIL = 1
 EXIT_INVALID = 3
@@ -85,57 +89,61 @@ def bench_command(
                                        help="also measure the eager profile in this run: speedup.csv"),
 ) -> None:
     """Run the benchmark matrix and judge it against the targets (or, with --ab, against a base ref)."""
+    flags = dict(locals())  # the parameters above, taken before anything else is bound here
+    from iris_pipeline.benchmark.settings import BenchCommand
+
+    run_bench(BenchCommand(**flags))
+
+
+def run_bench(cmd: BenchCommand) -> None:
+    """`iris bench` once its command line is parsed: the matrix against the targets, or the A/B check."""
     from rich.console import Console
 
     from iris_pipeline import profiles
-    from iris_pipeline.benchmark import settings as bench_settings
-    from iris_pipeline.benchmark.session import build_config
     from iris_pipeline.config import load_targets
 
     console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
-    progress = None if quiet else (lambda text: console.print(f"[dim]bench: {text}[/]"))
-    file_settings, pipeline_data = _split_config(config)
-    flags = {"clip_lengths": bench_settings.parse_clip_lengths(clip_lengths) if clip_lengths else None,
-             "runs": runs, "max_runs": max_runs, "warmup": warmup, "max_concurrency": max_concurrency,
-             "marginal": marginal,
-             "phase_min_seconds": phase_min_seconds, "phase_min_clips": phase_min_clips, "encode_runs": encode_runs,
-             "avatar": avatar, "reference": reference, "transcript": transcript, "language": language, "seed": seed,
-             "schedulers": schedulers.split(",") if schedulers is not None else None,
-             "concurrencies": bench_settings.parse_concurrencies(concurrencies) if concurrencies else None}
-    merged = {**file_settings, **{k: v for k, v in flags.items() if v is not None}}
-    merged.update(statistics={**file_settings.get("statistics", {}),
-                              **bench_settings.parse_assignments(statistic, "--statistic")},
-                  throughput=throughput and file_settings.get("throughput", True),
-                  fresh_voice=fresh_voice or file_settings.get("fresh_voice", False))
-    settings = bench_settings.parse_settings(merged)
-    chosen = _profile(profile, device)
+    progress = None if cmd.quiet else (lambda text: console.print(f"[dim]bench: {text}[/]"))
+    file_settings, pipeline_data = _split_config(cmd.config)
+    settings = cmd.bench_settings(file_settings)
+    chosen = _profile(cmd.profile, cmd.device)
+    resolved = profiles.resolve(chosen, _pipeline_config(cmd, chosen, pipeline_data, with_flags=True))
+    eager_cfg = (_pipeline_config(cmd, profiles.load_profile(profiles.EAGER), pipeline_data)
+                 if cmd.compare_eager and chosen.name != profiles.EAGER else None)
+    out_dir = cmd.out or default_out_dir()
+    if cmd.ab is not None or cmd.ab_base_dir is not None or cmd.ab_base_set:
+        from iris_pipeline.benchmark.abrun import ABCommand, ABOptions, parse_base_settings, run_ab_command
 
-    def config_of(prof, **flags):
-        data = pipeline_data["data"] if isinstance(pipeline_data, dict) else None
-        source = pipeline_data["source"] if isinstance(pipeline_data, dict) else "bench options"
-        return build_config({"data": profiles.profile_data(prof, data), "source": f"profile {prof.name} + {source}"},
-                            size=size, device=device, **flags)
-
-    resolved = profiles.resolve(chosen, config_of(
-        chosen, precision=precision, backend=backend,
-        stage_precision=bench_settings.parse_assignments(stage_precision, "--stage-precision"),
-        stage_backend=bench_settings.parse_assignments(stage_backend, "--stage-backend")))
-    cfg = resolved.config
-    eager_cfg = config_of(profiles.load_profile(profiles.EAGER)) if compare_eager and chosen.name != profiles.EAGER \
-        else None
-    out_dir = out or default_out_dir()
-    if ab is not None or ab_base_dir is not None or ab_base_set:
-        from iris_pipeline.benchmark.abrun import ABOptions, parse_base_settings, run_ab_command
-
-        opts = ABOptions(pairs=ab_pairs, max_pairs=ab_max_pairs, alpha=ab_alpha, min_slowdown=ab_min_slowdown,
-                         floor_ms=ab_floor_ms, base_set=parse_base_settings(ab_base_set))
-        run = run_ab_command(settings, cfg, out_dir, ab, ab_base_dir, opts, Console(width=None if sys.stdout.isatty()
-                                                                                    else 160), progress)
-        raise typer.Exit(ab_exit_code(run.verdict, gate))
-    targets_obj = load_targets(targets)  # read first: a bad targets file fails before the long run
-    code = _run(settings, cfg, targets_obj, str(targets) if targets else "default (iris_pipeline/defaults/targets.yaml)",
-                out_dir, history, gate, console, progress, resolved, eager_cfg)
+        opts = ABOptions(pairs=cmd.ab_pairs, max_pairs=cmd.ab_max_pairs, alpha=cmd.ab_alpha,
+                         min_slowdown=cmd.ab_min_slowdown, floor_ms=cmd.ab_floor_ms,
+                         base_set=parse_base_settings(cmd.ab_base_set))
+        ab = ABCommand(settings=settings, config=resolved.config, out_dir=out_dir, ref=cmd.ab,
+                       base_dir=cmd.ab_base_dir, options=opts)
+        run = run_ab_command(ab, Console(width=None if sys.stdout.isatty() else 160), progress)
+        raise typer.Exit(ab_exit_code(run.verdict, cmd.gate))
+    targets = load_targets(cmd.targets)  # read first: a bad targets file fails before the long run
+    targets_name = str(cmd.targets) if cmd.targets else "default (iris_pipeline/defaults/targets.yaml)"
+    code = _run(settings, resolved.config, targets, targets_name, out_dir, cmd.history, cmd.gate, console,
+                progress, resolved, eager_cfg)
     raise typer.Exit(code)
+
+
+def _pipeline_config(cmd: BenchCommand, profile, pipeline_data: dict | None, with_flags: bool = False):
+    """The pipeline config of `profile` with the config file over it and, `with_flags`, the command's
+    precision / backend flags over both (the eager comparison keeps the profile's own)."""
+    from iris_pipeline import profiles
+    from iris_pipeline.benchmark.session import build_config
+    from iris_pipeline.benchmark.settings import parse_assignments
+
+    data = pipeline_data["data"] if pipeline_data is not None else None
+    source = pipeline_data["source"] if pipeline_data is not None else "bench options"
+    flags = {}
+    if with_flags:
+        flags = {"precision": cmd.precision, "backend": cmd.backend,
+                 "stage_precision": parse_assignments(cmd.stage_precision, "--stage-precision"),
+                 "stage_backend": parse_assignments(cmd.stage_backend, "--stage-backend")}
+    return build_config({"data": profiles.profile_data(profile, data), "source": f"profile {profile.name} + {source}"},
+                        size=cmd.size, device=cmd.device, **flags)
 
 
 def _profile(name: str | None, device: str | None):
@@ -148,7 +156,7 @@ def _profile(name: str | None, device: str | None):
     return profiles.load_profile(name or profiles.default_profile_name(on_gpu))
 
 
-def _split_config(path: Path | None) -> tuple[dict, Path | dict | None]:
+def _split_config(path: Path | None) -> tuple[dict, dict | None]:
     """The `bench:` mapping of a config YAML (settings) and the rest (the pipeline config)."""
     if path is None:
         return {}, None

@@ -22,15 +22,11 @@ def register(app: typer.Typer) -> None:
         seed: int = typer.Option(0, "--seed", help="seed of the jobs and the synthetic voice"),
     ) -> None:
         """Load-test a served chain with Locust (headless, loopback only, bounded in count and time)."""
-        from iris_pipeline.benchmark.settings import parse_clip_lengths
-        from iris_pipeline.errors import InputError
+        from iris_pipeline.benchmark.settings import comma_separated, parse_clip_lengths
         from iris_pipeline.serve.config import read_token
         from iris_pipeline.serve.loadtest.runner import LoadTestPlan, run_loadtest
 
-        try:
-            steps = tuple(int(c) for c in concurrency.split(",") if c.strip())
-        except ValueError:
-            raise InputError(f"--concurrency {concurrency!r}: expected whole numbers separated by commas") from None
+        steps = tuple(comma_separated(concurrency, "--concurrency", int))
         out_dir = out or Path("benchmarks") / "out" / f"loadtest-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}"
         plan = LoadTestPlan(url=url, token=read_token(token_file, token_env, "--token-file"),
                             clip_lengths=tuple(parse_clip_lengths(clip_lengths)), concurrencies=steps,

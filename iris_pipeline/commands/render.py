@@ -295,9 +295,8 @@ def _write_clip(pipeline, job, out: Path, report: RenderProgress | None = None):
     memory of a render does not grow with the clip's length.
     """
     from iris_pipeline.pipeline import ClipTally
-    from iris_pipeline.subtitles import write_webvtt
     from iris_pipeline.timebase import CODEC_RATE
-    from iris_pipeline.video import Mp4Writer
+    from iris_pipeline.video import Mp4Writer, close_with_subtitles
 
     handle = pipeline.submit(job)
     tally = ClipTally(handle)
@@ -316,13 +315,7 @@ def _write_clip(pipeline, job, out: Path, report: RenderProgress | None = None):
                 writer.write_audio(chunk.speech)
                 tally.add(chunk)
                 del chunk  # the frames and speech go now, not when the next chunk arrives
-            vtt = out.with_suffix(".vtt")
-            write_webvtt(vtt, tally.words)
-            try:
-                writer.close()
-            except BaseException:
-                vtt.unlink(missing_ok=True)
-                raise
+            close_with_subtitles(writer, tally.words)
         except BaseException:
             if writer is not None:
                 writer.abort()

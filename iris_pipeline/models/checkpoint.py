@@ -121,8 +121,3 @@ def load_state_dict_strict(
             f"({len(found)} entries in file, {len(expected)} in model): {problem}"
         )
     model.load_state_dict(dict(state), strict=True)
-
-
-def state_dict_manifest(model: torch.nn.Module) -> dict[str, list[int]]:
-    """{name: shape} of every state-dict entry (parameters and persistent buffers)."""
-    return {k: list(v.shape) for k, v in model.state_dict().items()}

@@ -122,12 +122,6 @@ class BenchResults:
     def clip_lengths(self) -> list[float]:
         return [row.clip_s for row in self.e2e]
 
-    def e2e_row(self, clip_s: float) -> E2ERow:
-        for row in self.e2e:
-            if row.clip_s == clip_s:
-                return row
-        raise KeyError(clip_s)
-
     def stage_names(self) -> list[str]:
         names = list(dict.fromkeys(r.stage for r in self.stages))
         known = [s for s in STAGE_ORDER if s in names]

@@ -481,12 +481,11 @@ class Ingress:
     def _write_clip(self, job: Any) -> dict[str, Any]:
         """Chunks into the mp4 as they come (frames dropped once written), the vtt at the end; both
         appear only when complete."""
-        from iris_pipeline.subtitles import write_webvtt
         from iris_pipeline.timebase import CODEC_RATE
-        from iris_pipeline.video import Mp4Writer
+        from iris_pipeline.video import Mp4Writer, close_with_subtitles
 
         render_id = uuid.uuid4().hex
-        mp4, vtt = self.results.paths(render_id)
+        mp4, _ = self.results.paths(render_id)
         handle = self.pipeline.submit(job)
         writer = Mp4Writer(mp4, self.config.video.fps, job.avatar.width, job.avatar.height, sample_rate=CODEC_RATE)
         written, frames = [], 0
@@ -499,12 +498,7 @@ class Ingress:
                 chunk.frames = chunk.frames[:0]
                 written.append(chunk)
             result = handle.assemble(written)
-            write_webvtt(vtt, result.words)
-            try:
-                writer.close()
-            except BaseException:
-                vtt.unlink(missing_ok=True)
-                raise
+            close_with_subtitles(writer, result.words)
         except BaseException:
             writer.abort()
             raise

@@ -150,10 +150,8 @@ def remote_stage_factory(handles: dict[str, Any], retries: int,
         if name == "rvc":
             return RemoteRVC(calls("rvc", "VoicePrompt"))
         if name == "vallex":
-            from iris_pipeline.stages.vallex import parse_options
-
             return RemoteVallex(calls("vallex", "Speech"), calls("vallex_prompt", "VoicePrompt"),
-                                parse_options(config.vallex.options))
+                                config.vallex.options)
         if name == "fastpitch":
             return RemoteFastPitch(calls("fastpitch", "LipsyncMel"))
         if name == "wav2lip":

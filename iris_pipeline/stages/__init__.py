@@ -33,8 +33,9 @@ def build_stage(name: str, config: PipelineConfig, device: torch.device | str) -
 
 
 def check_stage_options(config: PipelineConfig) -> None:
-    """Validate every configured stage's settings (options, backend, its options) exactly as building
-    the stage for a render does: by building it. Building loads no model; a bad value is a ConfigError."""
+    """Check what only a stage knows (the backends it supports, its lip-sync mode) exactly as building
+    the stage for a render does: by building it. Building loads no model; a refusal is a ConfigError.
+    (The option values themselves were validated when the config was loaded.)"""
     for name in config.stages:
         build_stage(name, config, "cpu")
 

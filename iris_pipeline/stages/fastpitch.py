@@ -26,20 +26,18 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict
 
 from iris_pipeline import models
 from iris_pipeline.alignment import beta_binomial_prior, monotonic_alignment_search
 from iris_pipeline.alignment import warm_up as warm_up_alignment
 from iris_pipeline.audio import Waveform, check_waveform, wav2lip_mel
-from iris_pipeline.backends import GraphSpec, PreparedGraph, backend_options, prepare_graph
+from iris_pipeline.backends import GraphSpec, PreparedGraph, prepare_graph
 from iris_pipeline.backends.stage_graphs import fastpitch_graphs
-from iris_pipeline.config import StageConfig
+from iris_pipeline.config import FastPitchConfig
 from iris_pipeline.errors import ConfigError, InputError
 from iris_pipeline.melbridge import MelBridge
 from iris_pipeline.models.fastpitch import regulate_length
 from iris_pipeline.models.fastpitch.mel import FASTPITCH_MEL, fastpitch_mel
-from iris_pipeline.stages.backend_support import parse_own_options
 from iris_pipeline.stages.base import Stage
 from iris_pipeline.subtitles import spans_to_word_timings, symbol_timings
 from iris_pipeline.text.fastpitch_en import EncodedText, encode, warm_up
@@ -48,16 +46,6 @@ LipsyncFeatures = Literal["fastpitch", "speech"]
 # Both STFTs reflect-pad by half a window (512 samples at 22.05 kHz): shorter audio has no mel.
 MIN_SPEECH_SECONDS = 0.05
 
-
-class FastPitchOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-    use_prior: bool = True
-
-
-def parse_options(options: dict[str, Any]) -> FastPitchOptions:
-    """The stage's own options; the `backend` sub-mapping is validated by `backends.backend_options`."""
-    return parse_own_options(options, FastPitchOptions, "fastpitch")
 
 
 @dataclass(frozen=True)
@@ -72,15 +60,15 @@ class FastPitchStage(Stage):
     inputs: ClassVar[tuple[str, ...]] = ("text", "speech")
     outputs: ClassVar[tuple[str, ...]] = ("lipsync_mel", "durations", "timings", "words")
 
-    def __init__(self, config: StageConfig, size: str = "full", device: str | torch.device = "cpu",
+    def __init__(self, config: FastPitchConfig, size: str = "full", device: str | torch.device = "cpu",
                  lipsync_features: LipsyncFeatures = "fastpitch", seed: int = 0):
         super().__init__(config, size=size, device=device)
         if lipsync_features not in ("fastpitch", "speech"):
             raise ConfigError(f"lipsync_features: {lipsync_features!r} not allowed; allowed: 'fastpitch', 'speech'")
         self.lipsync_features = lipsync_features
         self.seed = seed
-        self.options = parse_options(config.options)
-        self.backend_options = backend_options(config, self.name)
+        self.options = config.options
+        self.backend_options = config.options.backend
         self.bridge = MelBridge()
         self.model: torch.nn.Module | None = None
         self.encoder_spec: GraphSpec | None = None

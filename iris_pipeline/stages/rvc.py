@@ -13,14 +13,13 @@ once per reference and its result is cached on disk, so an engine per model woul
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from iris_pipeline import models
 from iris_pipeline.audio import Waveform, check_waveform, resample
-from iris_pipeline.backends import backend_options, compile_callable
+from iris_pipeline.backends import compile_callable
 from iris_pipeline.cache import (
     DiskCache,
     EntrySchema,
@@ -29,18 +28,17 @@ from iris_pipeline.cache import (
     default_cache_dir,
     tensor_hash,
 )
-from iris_pipeline.config import StageConfig
+from iris_pipeline.config import RVCConfig
 from iris_pipeline.errors import ConfigError, InputError
 from iris_pipeline.models.rvc.inference import (
     CHUNKS_FULL,
     CHUNKS_HALF,
-    RMS_MIX_RATE,
     ChunkConstants,
     VoiceConverter,
 )
 from iris_pipeline.models.rvc.inference import SAMPLE_RATE as CONVERTER_INPUT_RATE
 from iris_pipeline.models.rvc.retrieval import FeatureIndex
-from iris_pipeline.stages.backend_support import parse_own_options, require_backend
+from iris_pipeline.stages.backend_support import require_backend
 from iris_pipeline.stages.base import Stage
 from iris_pipeline.timebase import CODEC_RATE
 
@@ -56,46 +54,6 @@ PROMPT_CACHE_SCHEMA = EntrySchema(
     else f"a prompt of {entry['samples'].shape[0]} samples at {entry['sample_rate']} Hz",
 )
 
-
-class RVCOptions(BaseModel):
-    """`rvc.options` of the pipeline config."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    model: Literal["rvc_v2_40k", "rvc_v2_48k"] = "rvc_v2_40k"
-    pitch_shift: float = Field(default=0.0, ge=-24.0, le=24.0, description="transposition in semitones")
-    index_path: Path | None = Field(default=None, description="faiss index of the voice's training features")
-    index_rate: float = Field(default=0.75, ge=0.0, le=1.0, description="share of retrieved features")
-    protect: float = Field(default=0.33, ge=0.0, le=0.5, description="0.5 = off; lower protects consonants more")
-    speaker_id: int = Field(default=0, ge=0)
-    f0_threshold: float = Field(default=0.03, gt=0.0, lt=1.0, description="RMVPE voicing threshold")
-    interpolate_unvoiced_f0: bool = Field(default=False, description="2026 RVC behaviour; makes protect inert")
-    rms_mix_rate: float = Field(default=RMS_MIX_RATE, ge=0.0, le=1.0,
-                                description="share of the output's own loudness envelope (1 = off; "
-                                            "the rest follows the reference's)")
-    hubert_checkpoint: Path | None = None
-    rmvpe_checkpoint: Path | None = None
-    cache: bool = True
-    cache_dir: Path | None = None
-    cache_max_entries: int = Field(default=64, ge=1, le=100000)
-    # Official chunk constants (seconds) depend on precision; these override them.
-    x_pad: int | None = Field(default=None, ge=1, le=10)
-    x_query: int | None = Field(default=None, ge=1)
-    x_center: int | None = Field(default=None, ge=2)
-    x_max: int | None = Field(default=None, ge=3)
-
-    @model_validator(mode="after")
-    def _chunk_order(self) -> RVCOptions:
-        if self.x_query is not None or self.x_center is not None or self.x_max is not None:
-            q, c, m = (self.x_query or 0), (self.x_center or 0), (self.x_max or 0)
-            if None in (self.x_query, self.x_center, self.x_max) or not q < c < m:
-                raise ValueError("x_query, x_center and x_max must be given together with x_query < x_center < x_max")
-        return self
-
-
-def parse_options(options: dict[str, Any]) -> RVCOptions:
-    """The stage's own options; the `backend` sub-mapping is validated by `backends.backend_options`."""
-    return parse_own_options(options, RVCOptions, "rvc")
 
 
 def check_reference(reference: Waveform) -> None:
@@ -114,13 +72,13 @@ class RVCStage(Stage):
     inputs: ClassVar[tuple[str, ...]] = ("reference",)
     outputs: ClassVar[tuple[str, ...]] = ("prompt",)
 
-    def __init__(self, config: StageConfig, size: str = "full", device: str | torch.device = "cpu",
+    def __init__(self, config: RVCConfig, size: str = "full", device: str | torch.device = "cpu",
                  seed: int = 0):
         super().__init__(config, size, device)
         require_backend(config, self.name, ("eager", "compile"),
                         "for RVC (one conversion per reference, cached on disk: an engine would not pay off)")
-        self.options = parse_options(config.options)
-        self.backend_options = backend_options(config, self.name)
+        self.options = config.options
+        self.backend_options = config.options.backend
         self.seed = seed
         self.converter: VoiceConverter | None = None
         self.voice_hash: str | None = None

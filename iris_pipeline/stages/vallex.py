@@ -19,73 +19,26 @@ do not apply here: the step is captured by hand, not by torch.compile).
 from __future__ import annotations
 
 import zlib
-from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from iris_pipeline import models
 from iris_pipeline.audio import Waveform, check_waveform, resample
-from iris_pipeline.backends import backend_options
-from iris_pipeline.config import StageConfig
+from iris_pipeline.config import VallexConfig
 from iris_pipeline.errors import ConfigError, InputError
 from iris_pipeline.models.vallex.config import LANGUAGE_IDS, NUM_QUANTIZERS
 from iris_pipeline.models.vallex.decode import (
-    CAPACITY_BUCKETS,
     DecodeRequest,
     Sampling,
     VallexDecoder,
-    check_capacity_buckets,
 )
-from iris_pipeline.stages.backend_support import parse_own_options, require_backend
+from iris_pipeline.stages.backend_support import require_backend
 from iris_pipeline.stages.base import Stage
 from iris_pipeline.stages.contracts import VallexPrompt
 from iris_pipeline.text.vallex_g2p import LANGUAGES, phonemize
 from iris_pipeline.text.vallex_sentences import split_sentences
 from iris_pipeline.timebase import CODEC_RATE
-
-
-class VallexOptions(BaseModel):
-    """`vallex.options` of the pipeline config."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    top_k: int = Field(default=-100, description="<= 0: no top-k (official)")
-    temperature: float = Field(default=1.0, gt=0.0, le=10.0)
-    greedy: bool = Field(default=False, description="argmax instead of sampling in the AR")
-    decoder: Literal["vocos", "encodec"] = "vocos"
-    use_cuda_graph: bool | None = Field(
-        default=None, description="replay the AR step as a CUDA graph (CUDA only); None: when the stage's "
-                                  "backend is compile")
-    sampling_in_graph: bool = Field(
-        default=False, description="Gumbel-max draw fused into the replayed step (same distribution, "
-                                   "other random stream than the official torch.multinomial)")
-    max_batch: int = Field(default=16, ge=1, le=256, description="sequences decoded together")
-    eos_check_every: int = Field(default=8, ge=1, le=1024)
-    capacity_buckets: list[int] = Field(
-        default=list(CAPACITY_BUCKETS), description="KV-cache capacities (prompt + text + new frames) a "
-                                                    "decode is padded to; one CUDA graph per bucket and batch bucket")
-    cache_mib: int = Field(
-        default=4096, ge=1, description="budget of the decode caches in MiB (least recently used first out); "
-                                        "the caches of the graphs captured up front must fit in it")
-    long_text: Literal["single", "sentences"] = Field(
-        default="single", description="sentences: official long-text mode (fixed prompt, one decode)")
-    accent: Literal["no-accent", "en", "zh", "ja"] = "no-accent"
-    max_prompt_seconds: float = Field(default=15.0, gt=0.0, description="official make_prompt limit")
-    encodec_checkpoint: Path | None = None
-    vocos_checkpoint: Path | None = None
-
-
-    @field_validator("capacity_buckets")
-    @classmethod
-    def _buckets(cls, value: list[int]) -> list[int]:
-        return list(check_capacity_buckets(value))
-
-
-def parse_options(options: dict[str, Any]) -> VallexOptions:
-    """The stage's own options; the `backend` sub-mapping is validated by `backends.backend_options`."""
-    return parse_own_options(options, VallexOptions, "vallex")
 
 
 def _split_frames(total: int, weights: list[int]) -> list[int]:
@@ -105,12 +58,12 @@ class VallexStage(Stage):
     inputs: ClassVar[tuple[str, ...]] = ("text", "language", "prompt")
     outputs: ClassVar[tuple[str, ...]] = ("speech", "codes")
 
-    def __init__(self, config: StageConfig, size: str = "full", device: str | torch.device = "cpu",
+    def __init__(self, config: VallexConfig, size: str = "full", device: str | torch.device = "cpu",
                  seed: int = 0):
         super().__init__(config, size, device)
         require_backend(config, self.name, ("eager", "compile"), "for the autoregressive decode")
-        self.options = parse_options(config.options)
-        self.backend_options = backend_options(config, self.name)
+        self.options = config.options
+        self.backend_options = config.options.backend
         self.seed = seed
         self.model: torch.nn.Module | None = None
         self.encodec: torch.nn.Module | None = None

@@ -19,62 +19,28 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from iris_pipeline import models
 from iris_pipeline.audio import read_audio, wav2lip_mel
 from iris_pipeline.avatar import (
     CROP_SIZE,
-    DEFAULT_PADS,
-    DEFAULT_SMOOTH_WINDOW,
     Avatar,
     Progress,
     prepare_avatar,
 )
-from iris_pipeline.backends import GraphSpec, PreparedGraph, backend_options, prepare_graph
+from iris_pipeline.backends import GraphSpec, PreparedGraph, prepare_graph
 from iris_pipeline.backends.stage_graphs import WAV2LIP_PROFILES, wav2lip_graph
 from iris_pipeline.backends.tensorrt import tensorrt_unavailable_reason
 from iris_pipeline.cache import DiskCache, default_cache_dir
-from iris_pipeline.config import StageConfig
+from iris_pipeline.config import Wav2LipConfig
 from iris_pipeline.errors import ConfigError, InputError
 from iris_pipeline.face_detectors import FaceDetector, make_face_detector
-from iris_pipeline.stages.backend_support import parse_own_options
 from iris_pipeline.stages.base import Stage
 from iris_pipeline.stages.contracts import FramesRequest, FramesResult
 from iris_pipeline.timebase import MEL_BINS, MEL_COLUMN_RATE, MEL_WINDOW, MEL_WINDOW_SECONDS, window_starts
-
-
-class Wav2LipOptions(BaseModel):
-    """`wav2lip.options` of the pipeline config."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    batch_size: int = Field(default=128, ge=1, le=4096, description="frames per generator call")
-    face_detector: Literal["auto", "s3fd", "cascade"] = "auto"
-    s3fd_checkpoint: Path | None = None
-    face_det_batch_size: int = Field(default=16, ge=1, le=1024)
-    pads: tuple[int, int, int, int] = Field(default=DEFAULT_PADS, description="top, bottom, left, right")
-    smooth_window: int = Field(default=DEFAULT_SMOOTH_WINDOW, ge=1, le=100, description="1 = no smoothing")
-    resize_factor: int = Field(default=1, ge=1, le=16)
-    cache_dir: Path | None = None
-    cache_entries: int = Field(default=16, ge=1, le=10000)
-    calibration_avatar: Path | None = Field(default=None, description="INT8: avatar whose crops calibrate")
-    calibration_speech: Path | None = Field(default=None, description="INT8: speech whose mel calibrates")
-    calibration_fps: float = Field(default=25.0, ge=1.0, le=120.0)
-
-    @model_validator(mode="after")
-    def _calibration_pair(self) -> Wav2LipOptions:
-        if (self.calibration_avatar is None) != (self.calibration_speech is None):
-            raise ValueError("calibration_avatar and calibration_speech must be given together")
-        return self
-
-
-def parse_options(options: dict[str, Any]) -> Wav2LipOptions:
-    """The stage's own options; the `backend` sub-mapping is validated by `backends.backend_options`."""
-    return parse_own_options(options, Wav2LipOptions, "wav2lip")
 
 
 def check_speech_length(total_mel_frames: int, fps: float) -> None:
@@ -129,11 +95,11 @@ class Wav2LipStage(Stage):
         "mel", "mel_offset", "total_mel_frames", "avatar", "frame_start", "frame_count", "fps")
     outputs: ClassVar[tuple[str, ...]] = ("frames",)
 
-    def __init__(self, config: StageConfig, size: str = "full", device: str | torch.device = "cpu",
+    def __init__(self, config: Wav2LipConfig, size: str = "full", device: str | torch.device = "cpu",
                  seed: int = 0):
         super().__init__(config, size, device)
-        self.options = parse_options(config.options)
-        self.backend_options = backend_options(config, self.name)
+        self.options = config.options
+        self.backend_options = config.options.backend
         self.seed = seed
         self._model: torch.nn.Module | None = None
         self._graph: PreparedGraph | None = None

@@ -59,8 +59,8 @@ def test_compile_vs_eager_full_size(name, engine_cache, record_property):
 
 
 def test_vallex_decode_step_cuda_graph_vs_eager(record_property):
-    perf = pytest.importorskip("iris_pipeline.models.vallex.perf")
     from iris_pipeline.models.vallex.decode import VallexDecoder
+    from tests.support import vallex_perf as perf
 
     model = models.build("vallex", "full").to("cuda", torch.float16)
     requests = perf.synthetic_requests(batch=1, text_tokens=64, prompt_frames=150, frames=150)

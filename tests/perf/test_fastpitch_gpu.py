@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from iris_pipeline.audio import Waveform, read_audio, resample_waveform
-from iris_pipeline.config import StageConfig
+from iris_pipeline.config import FastPitchConfig
 from iris_pipeline.stages.fastpitch import FastPitchStage
 from tests.support.gpu_timing import cuda_times_ms
 
@@ -40,7 +40,7 @@ def _ten_second_job() -> tuple[str, Waveform]:
 @pytest.mark.gpu
 def test_fastpitch_stage_10s_clip_fp16(record_property):
     text, speech = _ten_second_job()
-    stage = FastPitchStage(StageConfig(precision="fp16", device="cuda"), size="full", device="cuda")
+    stage = FastPitchStage(FastPitchConfig(precision="fp16", device="cuda"), size="full", device="cuda")
     stage.prepare()
     out = stage.run(text=text, speech=speech)
     assert out["lipsync_mel"].shape == (80, 1 + CLIP_SECONDS * 16000 // 200)

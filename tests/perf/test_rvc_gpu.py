@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from iris_pipeline.audio import Waveform
-from iris_pipeline.config import StageConfig
+from iris_pipeline.config import RVCConfig
 from iris_pipeline.stages.rvc import RVCStage
 from iris_pipeline.timebase import CODEC_RATE
 from tests.support.gpu_timing import cuda_times_ms
@@ -34,7 +34,7 @@ def reference_voice(seconds: float, rate: int = 16000) -> Waveform:
 @pytest.mark.gpu
 @pytest.mark.parametrize("model", ["rvc_v2_40k", "rvc_v2_48k"])
 def test_rvc_full_fp16_stage_time(model, record_property):
-    stage = RVCStage(StageConfig(precision="fp16", options={"model": model, "cache": False}),
+    stage = RVCStage(RVCConfig(precision="fp16", options={"model": model, "cache": False}),
                      size="full", device="cuda")
     stage.prepare()
     reference = reference_voice(REFERENCE_SECONDS)

@@ -14,7 +14,7 @@ import torch
 
 from iris_pipeline.models.vallex import build_vallex
 from iris_pipeline.models.vallex.decode import Sampling, VallexDecoder
-from iris_pipeline.models.vallex.perf import (
+from tests.support.vallex_perf import (
     count_step_kernels,
     hbm_floor,
     peak_bandwidth,

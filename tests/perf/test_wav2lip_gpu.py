@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from iris_pipeline.config import StageConfig
+from iris_pipeline.config import Wav2LipConfig
 from iris_pipeline.stages.contracts import FramesRequest
 from iris_pipeline.stages.wav2lip import Wav2LipStage
 from tests.support.gpu_timing import cuda_times_ms
@@ -35,7 +35,7 @@ def stage_and_avatar(tmp_path_factory):
     canvas[104:616, 384:896] = photo
     avatar_path = tmp / "avatar_720p.png"
     cv2.imwrite(str(avatar_path), canvas)
-    stage = Wav2LipStage(StageConfig(precision="fp16", options={"cache_dir": str(tmp / "cache")}),
+    stage = Wav2LipStage(Wav2LipConfig(precision="fp16", options={"cache_dir": str(tmp / "cache")}),
                          size="full", device="cuda")
     stage.prepare()
     return stage, stage.prepare_avatar(avatar_path, fps=FPS)

@@ -34,3 +34,9 @@ def seeded_weights(template: Mapping[str, torch.Tensor], seed: int) -> dict[str,
             value = noise / fan_in ** 0.5
         out[name] = value.to(ref.dtype)
     return out
+
+
+def with_seeded_weights(model: torch.nn.Module, seed: int) -> torch.nn.Module:
+    """`model` holding `seeded_weights(its state dict, seed)` (loaded strictly), in eval mode."""
+    model.load_state_dict(seeded_weights(model.state_dict(), seed))
+    return model.eval()

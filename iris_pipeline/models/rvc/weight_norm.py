@@ -45,9 +45,6 @@ class _WeightNormed:
             self._folded = None
             self._folded = self.normalized_weight().detach()
 
-    def unfold_weight_norm(self) -> None:
-        self._folded = None
-
     def _apply(self, fn, recurse=True):  # keep a folded weight on the module's device / dtype
         result = super()._apply(fn, recurse)  # type: ignore[misc]
         if self._folded is not None:

@@ -45,11 +45,15 @@ def test_build_once_then_hit(tmp_path):
     cache = EngineCache(tmp_path)
     first = cache.get_or_build(KEY, _build, _load)
     second = cache.get_or_build(KEY, _build, _load)
-    assert not first.hit and second.hit and second.value == PAYLOAD
+    assert not first.hit
+    assert second.hit
+    assert second.value == PAYLOAD
     manifest = json.loads((first.entry.directory / MANIFEST_NAME).read_text())
-    assert manifest["outcome"] == "success" and manifest["key"] == KEY.digest
+    assert manifest["outcome"] == "success"
+    assert manifest["key"] == KEY.digest
     assert set(manifest["files"]) == {"engine.bin", "calibration.pt"}
-    assert manifest["size_bytes"] == len(PAYLOAD) + 5 and manifest["build_seconds"] >= 0
+    assert manifest["size_bytes"] == len(PAYLOAD) + 5
+    assert manifest["build_seconds"] >= 0
     assert "writing the engine" in manifest["log_tail"]
     stats = cache.stats().graphs["toy"]
     assert (stats.attempts, stats.successes, stats.hits) == (1, 1, 1)
@@ -92,9 +96,13 @@ def test_bad_entry_is_rebuilt_never_loaded(tmp_path, corrupt):
     corrupt(built.entry.directory)
     assert cache.lookup(KEY) is None
     again = cache.get_or_build(KEY, _build, _load)  # _load asserts it sees the intact payload
-    assert not again.hit and again.value == PAYLOAD
+    assert not again.hit
+    assert again.value == PAYLOAD
     stats = cache.stats().graphs["toy"]
-    assert stats.attempts == 2 and stats.successes == 2 and stats.hits == 0 and stats.rebuilt_invalid == 1
+    assert stats.attempts == 2
+    assert stats.successes == 2
+    assert stats.hits == 0
+    assert stats.rebuilt_invalid == 1
     assert cache.get_or_build(KEY, _build, _load).hit
 
 
@@ -110,7 +118,9 @@ def test_loader_rejection_triggers_one_rebuild(tmp_path):
         return _load(entry)
 
     result = cache.get_or_build(KEY, _build, picky_load)
-    assert not result.hit and len(calls) == 2 and cache.stats().graphs["toy"].attempts == 2
+    assert not result.hit
+    assert len(calls) == 2
+    assert cache.stats().graphs["toy"].attempts == 2
 
 
 def test_failed_and_refused_builds_are_recorded(tmp_path):
@@ -129,7 +139,8 @@ def test_failed_and_refused_builds_are_recorded(tmp_path):
     with pytest.raises(EngineBuildError, match=r"the test build failed \(RuntimeError: builder crashed\)"):
         cache.get_or_build(KEY, failing, _load)
     manifest = json.loads((cache.entry_dir(KEY) / MANIFEST_NAME).read_text())
-    assert manifest["outcome"] == "failed" and "builder crashed" in manifest["error"]
+    assert manifest["outcome"] == "failed"
+    assert "builder crashed" in manifest["error"]
     assert "step 1 ok" in manifest["log_tail"]
     assert cache.lookup(KEY) is None
 
@@ -137,7 +148,8 @@ def test_failed_and_refused_builds_are_recorded(tmp_path):
     with pytest.raises(EngineRefusedError):
         cache.get_or_build(other, refusing, _load)
     manifest = json.loads((cache.entry_dir(other) / MANIFEST_NAME).read_text())
-    assert manifest["outcome"] == "refused" and manifest["info"]["accuracy"]["min_cosine"] == 0.5
+    assert manifest["outcome"] == "refused"
+    assert manifest["info"]["accuracy"]["min_cosine"] == 0.5
     assert not (cache.entry_dir(other) / "engine.bin").exists()  # a refused engine is not kept
 
     cache.get_or_build(KEY, _build, _load)  # a later attempt may succeed
@@ -209,7 +221,10 @@ def test_a_manifest_of_any_shape_is_rebuilt_listed_and_pruned(tmp_path, capsys, 
     capsys.readouterr()
     again = cache.get_or_build(KEY, _build, _load)
     lines = capsys.readouterr().err.strip().splitlines()
-    assert not again.hit and len(lines) == 1 and "manifest" in lines[0] and "rebuilding" in lines[0], lines
+    assert not again.hit, lines
+    assert len(lines) == 1, lines
+    assert "manifest" in lines[0], lines
+    assert "rebuilding" in lines[0], lines
     assert cache.get_or_build(KEY, _build, _load).hit
     (cache.entry_dir(KEY) / MANIFEST_NAME).write_bytes(manifest)
     assert cache.prune(failed=True) == [cache.entry_dir(KEY)]
@@ -217,4 +232,5 @@ def test_a_manifest_of_any_shape_is_rebuilt_listed_and_pruned(tmp_path, capsys, 
     (cache.entry_dir(KEY) / MANIFEST_NAME).write_bytes(manifest)
     (tmp_path / "stats.json").write_bytes(manifest)
     assert cache.stats().total.attempts == 0  # counters of the wrong shape restart
-    assert cache.prune(everything=True) == [cache.entry_dir(KEY)] and list(cache.entries()) == []
+    assert cache.prune(everything=True) == [cache.entry_dir(KEY)]
+    assert list(cache.entries()) == []

@@ -74,8 +74,10 @@ def test_int8_goes_through_modelopt_with_our_calibration_inputs(tmp_path, monkey
     built = onnx_artifact(_spec(), "int8", options, EngineCache(tmp_path), threads=1)
     assert len(calls) == 1
     call = calls[0]
-    assert call["quantize_mode"] == "int8" and call["calibration_method"] == "max"
-    assert call["calibration_eps"] == ["cpu"] and call["high_precision_dtype"] == "fp16"
+    assert call["quantize_mode"] == "int8"
+    assert call["calibration_method"] == "max"
+    assert call["calibration_eps"] == ["cpu"]
+    assert call["high_precision_dtype"] == "fp16"
     assert call["disable_mha_qdq"] is True  # attention matmuls stay in high precision by default
     stored = torch.load(built.entry.file("calibration.pt"), weights_only=True)["calibration"]
     assert len(call["fed"]) == 5
@@ -99,11 +101,11 @@ def test_int8_graph_keeps_fp32_where_the_graph_asks(tmp_path):
 
 
 def test_int8_options_refuse_unknown_methods_with_one_line():
-    from iris_pipeline.backends.options import parse_backend_options
+    from iris_pipeline.config import parse_pipeline_config
     from iris_pipeline.errors import ConfigError
 
-    with pytest.raises(ConfigError, match=r"^wav2lip\.options\.backend\.int8\.method: [^\n]+$"):
-        parse_backend_options({"int8": {"method": "percentile"}}, "wav2lip")
+    with pytest.raises(ConfigError, match=r"^config: wav2lip\.options\.backend\.int8\.method: [^\n]+$"):
+        parse_pipeline_config({"wav2lip": {"options": {"backend": {"int8": {"method": "percentile"}}}}})
 
 
 def test_gate_refuses_outside_thresholds():
@@ -120,13 +122,16 @@ def test_int8_artifact_is_cached_with_its_calibration_set_and_gate(tmp_path):
     options = BackendOptions(int8=Int8Options(calibration_samples=6, held_out_samples=3, seed=5))
     built = onnx_artifact(_spec(), "int8", options, cache, threads=1)
     entry = built.entry
-    assert entry.artifact.name == "model.int8.onnx" and entry.file("calibration.pt").exists()
+    assert entry.artifact.name == "model.int8.onnx"
+    assert entry.file("calibration.pt").exists()
     calibration = torch.load(entry.file("calibration.pt"), weights_only=True)
-    assert len(calibration["calibration"]) == 6 and len(calibration["held_out"]) == 3
+    assert len(calibration["calibration"]) == 6
+    assert len(calibration["held_out"]) == 3
     again = _spec().sample_set(6, seed=5)  # seeded: the stored set is reproducible
     assert all(torch.equal(a[0], b[0]) for a, b in zip(calibration["calibration"], again, strict=True))
     accuracy = entry.info["accuracy_fake_quant"]
-    assert accuracy["min_cosine"] >= 0.99 and accuracy["samples"] == 3
+    assert accuracy["min_cosine"] >= 0.99
+    assert accuracy["samples"] == 3
     assert onnx_artifact(_spec(), "int8", options, cache, threads=1).hit
 
     strict = BackendOptions(
@@ -135,7 +140,8 @@ def test_int8_artifact_is_cached_with_its_calibration_set_and_gate(tmp_path):
     with pytest.raises(EngineRefusedError, match="accuracy gate failed"):
         onnx_artifact(_spec(), "int8", strict, cache, threads=1)
     refused = [m for _, m in cache.entries() if m and m["outcome"] == "refused"]
-    assert len(refused) == 1 and refused[0]["info"]["accuracy"]["max_abs_error"] > 1e-7
+    assert len(refused) == 1
+    assert refused[0]["info"]["accuracy"]["max_abs_error"] > 1e-7
     assert json.loads((tmp_path / "stats.json").read_text())["graphs"]["toy"]["refused"] == 1
     assert not list(tmp_path.glob(f"toy/*/{MANIFEST_NAME}.tmp*"))
 
@@ -152,7 +158,9 @@ def test_recorded_inputs_feed_calibration_and_change_the_key(tmp_path):
     spec.recorded_inputs = [(torch.full((1, 4, 8), float(i)),) for i in range(6)]
     calibration, held_out = calibration_sets(spec, int8)
     seen = [float(s[0][0, 0, 0]) for s in calibration + held_out]
-    assert len(calibration) == 3 and len(held_out) == 2 and len(set(seen)) == 5  # disjoint draws
+    assert len(calibration) == 3
+    assert len(held_out) == 2
+    assert len(set(seen)) == 5  # disjoint draws
     recorded_key = engine_key(spec, "onnxruntime", "int8", "cpu", _int8_key_options(options, spec))
     assert recorded_key.digest != plain_key.digest
     spec.recorded_inputs = spec.recorded_inputs[:4]

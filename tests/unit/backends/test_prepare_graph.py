@@ -10,12 +10,11 @@ from iris_pipeline.backends import (
     PreparedGraph,
     ShapeProfile,
     TensorSpec,
-    backend_options,
     compile_step,
     prepare_graph,
 )
 from iris_pipeline.backends.tensorrt import tensorrt_unavailable_reason
-from iris_pipeline.config import StageConfig
+from iris_pipeline.config import StageConfig, parse_pipeline_config
 from iris_pipeline.errors import ConfigError, InputError
 
 
@@ -38,7 +37,8 @@ def test_eager_fp32_is_the_module():
     x = torch.randn(2, 4, 16)
     expected = spec.module(x).detach()
     graph = prepare_graph(spec, StageConfig(precision="fp32", backend="eager"), stage="toy", device="cpu")
-    assert graph.describe()["backend"] == "eager" and graph.cached is None
+    assert graph.describe()["backend"] == "eager"
+    assert graph.cached is None
     torch.testing.assert_close(graph(x), expected)
 
 
@@ -68,21 +68,24 @@ def test_tensorrt_without_tensorrt_or_gpu_is_a_clear_config_error():
 @pytest.mark.parametrize(
     "options, fragment",
     [
-        ({"backend": {"workspace": 4}}, "toy.options.backend.workspace: unknown option"),
-        ({"backend": {"int8": {"min_cosine": 2}}}, "toy.options.backend.int8.min_cosine"),
-        ({"backend": {"compile_mode": "fastest"}}, "toy.options.backend.compile_mode"),
-        ({"backend": "yes"}, "toy.options.backend: must be a mapping"),
+        ({"backend": {"workspace": 4}}, "wav2lip.options.backend.workspace: unknown option"),
+        ({"backend": {"int8": {"min_cosine": 2}}}, "wav2lip.options.backend.int8.min_cosine"),
+        ({"backend": {"compile_mode": "fastest"}}, "wav2lip.options.backend.compile_mode"),
+        ({"backend": "yes"}, "wav2lip.options.backend: Input should be a valid dictionary"),
     ],
 )
 def test_backend_options_errors_name_the_key(options, fragment):
     with pytest.raises(ConfigError) as info:
-        backend_options(StageConfig(options=options), "toy")
-    assert fragment in str(info.value) and "\n" not in str(info.value)
+        parse_pipeline_config({"wav2lip": {"options": options}})
+    assert fragment in str(info.value), str(info.value)
+    assert "\n" not in str(info.value)
 
 
 def test_backend_options_defaults_and_values():
-    opts = backend_options(StageConfig(options={"backend": {"int8": {"calibration_samples": 64}}}), "toy")
-    assert opts.int8.calibration_samples == 64 and opts.workspace_gb == 4.0 and not opts.aot
+    opts = StageConfig(options={"backend": {"int8": {"calibration_samples": 64}}}).options.backend
+    assert opts.int8.calibration_samples == 64
+    assert opts.workspace_gb == 4.0
+    assert not opts.aot
 
 
 @pytest.mark.slow

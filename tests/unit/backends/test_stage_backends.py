@@ -18,7 +18,14 @@ from iris_pipeline.audio import read_audio, wav2lip_mel
 from iris_pipeline.backends import BackendOptions, Int8Options, prepare_graph
 from iris_pipeline.backends.accuracy import accuracy_gate
 from iris_pipeline.backends.tensorrt import tensorrt_unavailable_reason
-from iris_pipeline.config import StageConfig
+from iris_pipeline.config import (
+    FastPitchConfig,
+    RVCConfig,
+    StageConfig,
+    VallexConfig,
+    Wav2LipConfig,
+    parse_pipeline_config,
+)
 from iris_pipeline.errors import ConfigError, InputError
 from iris_pipeline.stages.fastpitch import FastPitchStage
 from iris_pipeline.stages.rvc import RVCStage
@@ -33,23 +40,18 @@ TEXT = "The quick brown fox jumps over the lazy dog."
 TRT_REASON = tensorrt_unavailable_reason("cuda")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: small CPU ops, one thread
 
 
 def _wav2lip(tmp_path: Path, backend: str = "eager", precision: str = "fp32", **options) -> Wav2LipStage:
     options = {"batch_size": 4, "cache_dir": str(tmp_path / "avatars"), **options}
-    stage = Wav2LipStage(StageConfig(precision=precision, backend=backend, options=options), size="tiny")
+    stage = Wav2LipStage(Wav2LipConfig(precision=precision, backend=backend, options=options), size="tiny")
     stage.prepare()
     return stage
 
 
 def _fastpitch(backend: str = "eager", precision: str = "fp32") -> FastPitchStage:
-    stage = FastPitchStage(StageConfig(precision=precision, backend=backend), size="tiny")
+    stage = FastPitchStage(FastPitchConfig(precision=precision, backend=backend), size="tiny")
     stage.prepare()
     return stage
 
@@ -101,7 +103,7 @@ def test_wav2lip_compile_matches_eager(tmp_path, wav2lip_eager, avatar, speech_m
 
 
 def test_wav2lip_batch_size_widens_the_engine_profile(tmp_path):
-    stage = Wav2LipStage(StageConfig(precision="fp32", options={"batch_size": 24}), size="tiny")
+    stage = Wav2LipStage(Wav2LipConfig(precision="fp32", options={"batch_size": 24}), size="tiny")
     stage.prepare()
     assert stage.graph_spec().profile.ranges["batch"] == (1, 4, 24)  # tiny default max is 8
 
@@ -137,7 +139,7 @@ def test_wav2lip_int8_calibration_from_recorded_inputs_passes_the_fake_quant_gat
 
 def test_wav2lip_calibration_paths_go_together(tmp_path):
     with pytest.raises(ConfigError, match="calibration_avatar and calibration_speech") as info:
-        Wav2LipStage(StageConfig(options={"calibration_avatar": str(PHOTO)}), size="tiny")
+        parse_pipeline_config({"wav2lip": {"options": {"calibration_avatar": str(PHOTO)}}})
     assert "\n" not in str(info.value)
 
 
@@ -169,7 +171,7 @@ def test_fastpitch_compile_matches_eager(fastpitch_eager):
 def test_fastpitch_half_precision_positions_count_past_2048():
     """The decoder computes positions in fp32 whatever its dtype (half precision cannot tell 2048 from
     2049, and a half `arange` is what broke the fp16 export), then casts the embedding."""
-    stage = FastPitchStage(StageConfig(precision="bf16"), size="tiny")
+    stage = FastPitchStage(FastPitchConfig(precision="bf16"), size="tiny")
     stage.prepare()
     seen = []
     hook = stage.model.decoder.pos_emb.register_forward_hook(lambda m, args, out: seen.append((args[0], out)))
@@ -186,14 +188,14 @@ def test_fastpitch_half_precision_positions_count_past_2048():
 
 @pytest.mark.skipif(TRT_REASON is None, reason="TensorRT and a GPU are present: the GPU test below runs")
 def test_fastpitch_tensorrt_without_tensorrt_is_one_clear_line():
-    stage = FastPitchStage(StageConfig(precision="fp16", backend="tensorrt"), size="tiny")
+    stage = FastPitchStage(FastPitchConfig(precision="fp16", backend="tensorrt"), size="tiny")
     with pytest.raises(ConfigError, match="backend 'tensorrt' is not usable here") as info:
         stage.prepare()
     assert "\n" not in str(info.value)
 
 
 def test_fastpitch_speech_mode_prepares_no_graphs():
-    stage = FastPitchStage(StageConfig(precision="fp32", backend="tensorrt"), size="tiny",
+    stage = FastPitchStage(FastPitchConfig(precision="fp32", backend="tensorrt"), size="tiny",
                            lipsync_features="speech")
     stage.prepare()  # nothing to render: no engine is asked for
     assert stage.encoder is None and stage.decoder is None
@@ -206,18 +208,18 @@ def test_fastpitch_speech_mode_prepares_no_graphs():
 @pytest.mark.skipif(TRT_REASON is not None, reason=f"stage TensorRT engines: {TRT_REASON}")
 def test_stages_tensorrt_fp16_match_fp32(tmp_path):
     options = {"backend": {"engine_dir": str(tmp_path / "engines")}}
-    w2l = Wav2LipStage(StageConfig(precision="fp16", backend="tensorrt", options=options), size="tiny",
+    w2l = Wav2LipStage(Wav2LipConfig(precision="fp16", backend="tensorrt", options=options), size="tiny",
                        device="cuda")
     w2l.prepare()
-    reference = Wav2LipStage(StageConfig(precision="fp32"), size="tiny", device="cuda")
+    reference = Wav2LipStage(Wav2LipConfig(precision="fp32"), size="tiny", device="cuda")
     reference.prepare()
     mel, faces = w2l.graph_spec().example_inputs("opt", seed=3)
     torch.testing.assert_close(w2l.generator(mel, faces).float(), reference.generator(mel, faces),
                                atol=2e-2, rtol=0)
-    fp = FastPitchStage(StageConfig(precision="fp16", backend="tensorrt", options=options), size="tiny",
+    fp = FastPitchStage(FastPitchConfig(precision="fp16", backend="tensorrt", options=options), size="tiny",
                         device="cuda")
     fp.prepare()
-    fp32 = FastPitchStage(StageConfig(precision="fp32"), size="tiny", device="cuda")
+    fp32 = FastPitchStage(FastPitchConfig(precision="fp32"), size="tiny", device="cuda")
     fp32.prepare()
     ids, durations = _symbols_and_durations()
     torch.testing.assert_close(fp.render(ids, durations), fp32.render(ids, durations), atol=0.25, rtol=0)
@@ -230,7 +232,7 @@ def test_stages_tensorrt_fp16_match_fp32(tmp_path):
 
 def test_vallex_refuses_tensorrt():
     with pytest.raises(ConfigError) as info:
-        VallexStage(StageConfig(backend="tensorrt"), size="tiny")
+        VallexStage(VallexConfig(backend="tensorrt"), size="tiny")
     assert str(info.value) == (
         "vallex.backend: tensorrt is not supported for the autoregressive decode; use eager or compile"
     )
@@ -238,7 +240,7 @@ def test_vallex_refuses_tensorrt():
 
 @pytest.mark.parametrize("backend, cuda_graph", [("eager", False), ("compile", True)])
 def test_vallex_backend_chooses_the_cuda_graph_step(backend, cuda_graph):
-    stage = VallexStage(StageConfig(precision="fp32", backend=backend), size="tiny")
+    stage = VallexStage(VallexConfig(precision="fp32", backend=backend), size="tiny")
     stage.prepare()
     # the CUDA-graph step needs CUDA: on the CPU both decode eagerly
     assert stage.decoder.use_cuda_graph is (cuda_graph and stage.device.type == "cuda")
@@ -246,7 +248,7 @@ def test_vallex_backend_chooses_the_cuda_graph_step(backend, cuda_graph):
 
 def test_rvc_refuses_tensorrt():
     with pytest.raises(ConfigError, match=r"^rvc.backend: tensorrt is not supported for RVC .*; use eager or compile$"):
-        RVCStage(StageConfig(backend="tensorrt"), size="tiny")
+        RVCStage(RVCConfig(backend="tensorrt"), size="tiny")
 
 
 @pytest.mark.slow  # inductor compiles HuBERT, the text encoder, the flow and the NSF decoder: ~70 s on 1 core
@@ -256,7 +258,7 @@ def test_rvc_compile_matches_eager(tmp_path):
     reference = voice_like(1.5, 16000)
     outputs = []
     for backend in ("eager", "compile"):
-        stage = RVCStage(StageConfig(precision="fp32", backend=backend, options={"cache": False}), size="tiny")
+        stage = RVCStage(RVCConfig(precision="fp32", backend=backend, options={"cache": False}), size="tiny")
         stage.prepare()
         outputs.append(stage.convert(reference).samples)
     torch.testing.assert_close(outputs[1], outputs[0], atol=1e-5, rtol=0)
@@ -266,24 +268,23 @@ def test_rvc_compile_matches_eager(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "stage_class, stage, options, fragment",
+    "stage, options, fragment",
     [
-        (Wav2LipStage, "wav2lip", {"backend": {"workspace": 4}}, "wav2lip.options.backend.workspace: unknown option"),
-        (FastPitchStage, "fastpitch", {"backend": {"compile_mode": "fast"}},
-         "fastpitch.options.backend.compile_mode"),
-        (VallexStage, "vallex", {"backend": {"int8": {"seed": "x"}}}, "vallex.options.backend.int8.seed"),
-        (RVCStage, "rvc", {"backend": []}, "rvc.options.backend: must be a mapping"),
-        (Wav2LipStage, "wav2lip", {"batch": 4}, "wav2lip.options.batch: unknown option"),
+        ("wav2lip", {"backend": {"workspace": 4}}, "wav2lip.options.backend.workspace: unknown option"),
+        ("fastpitch", {"backend": {"compile_mode": "fast"}}, "fastpitch.options.backend.compile_mode"),
+        ("vallex", {"backend": {"int8": {"seed": "x"}}}, "vallex.options.backend.int8.seed"),
+        ("rvc", {"backend": []}, "rvc.options.backend: Input should be a valid dictionary"),
+        ("wav2lip", {"batch": 4}, "wav2lip.options.batch: unknown option"),
     ],
 )
-def test_bad_backend_options_are_one_line_config_errors(stage_class, stage, options, fragment):
+def test_bad_backend_options_are_one_line_config_errors(stage, options, fragment):
     with pytest.raises(ConfigError) as info:
-        stage_class(StageConfig(options=options), size="tiny")
+        parse_pipeline_config({stage: {"options": options}})
     assert fragment in str(info.value) and "\n" not in str(info.value)
 
 
 def test_backend_options_reach_the_graph():
-    config = StageConfig(precision="bf16", backend="eager", options={"backend": {"autocast": True}})
+    config = FastPitchConfig(precision="bf16", backend="eager", options={"backend": {"autocast": True}})
     stage = FastPitchStage(config, size="tiny")
     stage.prepare()
     assert next(stage.model.parameters()).dtype == torch.float32  # autocast keeps fp32 weights
@@ -297,7 +298,7 @@ def test_wav2lip_int8_calibration_set_comes_from_the_configured_avatar_and_speec
     options = {"batch_size": 4, "cache_dir": str(tmp_path), "calibration_avatar": str(PHOTO),
                "calibration_speech": str(SPEECH),
                "backend": {"int8": {"calibration_samples": 3, "held_out_samples": 2, "seed": 5}}}
-    stage = Wav2LipStage(StageConfig(precision="fp32", options=options), size="tiny")
+    stage = Wav2LipStage(Wav2LipConfig(precision="fp32", options=options), size="tiny")
     stage.prepare()
     recorded = stage.calibration_inputs()
     assert stage.calibration_source == "recorded" and len(recorded) == 5

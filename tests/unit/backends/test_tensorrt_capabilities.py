@@ -112,7 +112,8 @@ def _build(monkeypatch, api, precision, options=None, tmp_path=None):
 
 def test_tensorrt_8_uses_explicit_batch_precision_flags_and_old_build(monkeypatch, tmp_path):
     trt, typed, blob = _build(monkeypatch, TRT8, "int8", tmp_path=tmp_path)
-    assert not typed and blob == b"old-plan"
+    assert not typed
+    assert blob == b"old-plan"
     assert trt.calls["network_flags"] == 1 << 0
     assert trt.calls["flags"] == ["FP16", "INT8"]
     assert trt.calls["shapes"] == {"x": ((1, 3), (8, 3), (32, 3))}  # only the dynamic input
@@ -120,19 +121,25 @@ def test_tensorrt_8_uses_explicit_batch_precision_flags_and_old_build(monkeypatc
 
 def test_tensorrt_10_builds_strongly_typed_without_precision_flags(monkeypatch, tmp_path):
     trt, typed, blob = _build(monkeypatch, TRT10, "int8", tmp_path=tmp_path)
-    assert typed and blob == b"serialized-plan"
+    assert typed
+    assert blob == b"serialized-plan"
     assert trt.calls["network_flags"] == (1 << 0) | (1 << 1)
-    assert trt.calls["flags"] == [] and trt.calls["workspace"] == ("ws", 4 << 30)
+    assert trt.calls["flags"] == []
+    assert trt.calls["workspace"] == ("ws", 4 << 30)
 
 
 def test_tensorrt_10_weakly_typed_on_request(monkeypatch, tmp_path):
     trt, typed, _ = _build(monkeypatch, TRT10, "fp16", BackendOptions(strongly_typed=False), tmp_path)
-    assert not typed and trt.calls["flags"] == ["FP16"] and trt.calls["network_flags"] == 1 << 0
+    assert not typed
+    assert trt.calls["flags"] == ["FP16"]
+    assert trt.calls["network_flags"] == 1 << 0
 
 
 def test_tensorrt_11_has_no_explicit_batch_nor_precision_flags(monkeypatch, tmp_path):
     trt, typed, blob = _build(monkeypatch, TRT11, "fp16", tmp_path=tmp_path)
-    assert typed and trt.calls["network_flags"] == 1 << 1 and trt.calls["flags"] == []
+    assert typed
+    assert trt.calls["network_flags"] == 1 << 1
+    assert trt.calls["flags"] == []
 
 
 def test_strongly_typed_requested_where_missing_is_a_config_error(monkeypatch, tmp_path):

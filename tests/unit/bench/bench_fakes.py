@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from iris_pipeline.audio import Waveform
+from iris_pipeline.benchmark.session import SCHEDULER_OPTION, option_value
 from iris_pipeline.stages.contracts import FramesRequest, FramesResult
 from iris_pipeline.timebase import CODEC_HOP, CODEC_RATE
 
@@ -108,26 +109,28 @@ class FakeWav2Lip(_FakeStage):
 FAKES = {"rvc": FakeRVC, "vallex": FakeVallex, "fastpitch": FakeFastPitch, "wav2lip": FakeWav2Lip}
 
 
-def stage_factory(costs: Costs | None = None):
-    """A `Pipeline(stage_factory=...)` that builds the fake stages."""
+def stage_factory(costs: Costs | None = None, scheduler_option: str = SCHEDULER_OPTION):
+    """A `Pipeline(stage_factory=...)` that builds the fake stages (VALL-E X's cost follows the
+    config's `scheduler_option` through `Costs.scheduler_scale`)."""
     costs = costs or Costs()
 
     def build(name: str, config: Any, device: torch.device) -> Any:
         stage = FAKES[name](costs)
         if name == "vallex":
-            stage.scheduler = config.stage("vallex").options.get("scheduler")
+            stage.scheduler = option_value(config, scheduler_option)
         return stage
 
     return build
 
 
-def make_pipeline(config: dict[str, Any], scale: float = 1.0, scheduler_scale: dict[str, float] | None = None) -> Any:
+def make_pipeline(config: dict[str, Any], scale: float = 1.0, scheduler_scale: dict[str, float] | None = None,
+                  scheduler_option: str = SCHEDULER_OPTION) -> Any:
     """Factory for the A/B worker (`--factory this_file.py:make_pipeline`): a Pipeline of fake stages."""
     from iris_pipeline.config import parse_pipeline_config
     from iris_pipeline.pipeline import Pipeline
 
     costs = Costs(scale=scale, scheduler_scale=scheduler_scale)
-    return Pipeline(parse_pipeline_config(config), stage_factory=stage_factory(costs))
+    return Pipeline(parse_pipeline_config(config), stage_factory=stage_factory(costs, scheduler_option))
 
 
 class FakeNvml:

@@ -34,11 +34,18 @@ def test_compare_gives_the_paired_ratio_its_interval_and_the_decision():
     rng = np.random.default_rng(7)
     base, head = abtest.simulate(rng, 1, 60, cv=0.03, slowdown=0.10, base_ms=400.0)
     c = abtest.compare(list(base[0]), list(head[0]))
-    assert c.regressed and c.verdict == abtest.REGRESSION and c.n_pairs == 60
-    assert c.ci[0] < c.ratio < c.ci[1] and 1.07 < c.ratio < 1.13 and c.ci[0] > 1 + abtest.MIN_SLOWDOWN
-    assert c.diff_ms == pytest.approx((c.ratio - 1) * c.base_median) and c.p_value < 0.01
+    assert c.regressed
+    assert c.verdict == abtest.REGRESSION
+    assert c.n_pairs == 60
+    assert c.ci[0] < c.ratio < c.ci[1]
+    assert 1.07 < c.ratio < 1.13
+    assert c.ci[0] > 1 + abtest.MIN_SLOWDOWN
+    assert c.diff_ms == pytest.approx((c.ratio - 1) * c.base_median)
+    assert c.p_value < 0.01
     same = abtest.compare(list(base[0]), list(base[0] * rng.lognormal(0, 0.03, 60)))
-    assert not same.regressed and same.verdict == abtest.OK and same.ci[0] < 1 + abtest.MIN_SLOWDOWN
+    assert not same.regressed
+    assert same.verdict == abtest.OK
+    assert same.ci[0] < 1 + abtest.MIN_SLOWDOWN
     assert bool(abtest.decide(base, head)[0]) is c.regressed  # one rule for simulation and decision
 
 
@@ -46,7 +53,9 @@ def test_a_clear_but_tiny_slowdown_stays_under_the_floor():
     base = [1.0 + 0.001 * (i % 3) for i in range(30)]
     head = [b * 1.5 for b in base]  # +50 %, but +0.5 ms
     c = abtest.compare(base, head, floor_ms=2.0)
-    assert c.ci[0] > 1.4 and not c.regressed and "floor 2 ms" in c.reason
+    assert c.ci[0] > 1.4
+    assert not c.regressed
+    assert "floor 2 ms" in c.reason
 
 
 @pytest.mark.parametrize("base,head,why", [
@@ -56,7 +65,9 @@ def test_a_clear_but_tiny_slowdown_stays_under_the_floor():
 ])
 def test_too_few_unequal_or_broken_pairs_are_invalid(base, head, why):
     c = abtest.compare(base, head)
-    assert c.verdict == abtest.INVALID and not c.regressed and why in c.reason
+    assert c.verdict == abtest.INVALID
+    assert not c.regressed
+    assert why in c.reason
 
 
 def test_the_signed_rank_critical_value_matches_enumeration():
@@ -69,10 +80,15 @@ def test_the_signed_rank_critical_value_matches_enumeration():
 
 def test_pair_count_is_chosen_from_the_calibration():
     plan = abtest.choose_pairs(0.05, max_pairs=120, trials=400)
-    assert plan.pairs <= abtest.SIZED_PAIRS and plan.power >= abtest.SIZED_POWER and not plan.notes
-    assert "calibrated" in plan.how and "CV 5.0%" in plan.how
+    assert plan.pairs <= abtest.SIZED_PAIRS
+    assert plan.power >= abtest.SIZED_POWER
+    assert not plan.notes
+    assert "calibrated" in plan.how
+    assert "CV 5.0%" in plan.how
     noisy = abtest.choose_pairs(0.25, max_pairs=30, trials=400)
-    assert noisy.pairs == 30 and noisy.power < abtest.SIZED_POWER and "power below" in noisy.notes[0]
+    assert noisy.pairs == 30
+    assert noisy.power < abtest.SIZED_POWER
+    assert "power below" in noisy.notes[0]
 
 
 def test_paired_cv_recovers_the_noise_of_one_run():
@@ -84,7 +100,8 @@ def test_interleave_alternates_the_order():
     calls = []
     base, head = abrun.interleave(lambda i: calls.append(("A", i)) or 1.0, lambda i: calls.append(("B", i)) or 2.0, 4)
     assert calls == [("A", 0), ("B", 0), ("B", 1), ("A", 1), ("A", 2), ("B", 2), ("B", 3), ("A", 3)]
-    assert base == [1.0] * 4 and head == [2.0] * 4
+    assert base == [1.0] * 4
+    assert head == [2.0] * 4
 
 
 class _OldChunking(BaseModel):
@@ -127,17 +144,22 @@ def test_two_worker_processes_interleave_flag_a_slower_head_and_note_dropped_opt
                         lambda cfg: {**cfg.model_dump(mode="json", exclude_unset=True),
                                      "chunking": {"option_of_a_later_release": 1}})
     console = Console(file=io.StringIO(), width=200)
-    run = abrun.run_ab_command(settings, config, tmp_path, None, repository_root(),
-                               abrun.ABOptions(pairs=PAIRS, warmup=1, floor_ms=1.0), console, None,
-                               factory=factory, factory_args=({"scale": 1.0}, {"scale": 2.0}))
+    command = abrun.ABCommand(settings=settings, config=config, out_dir=tmp_path, ref=None,
+                              base_dir=repository_root(), options=abrun.ABOptions(pairs=PAIRS, warmup=1, floor_ms=1.0))
+    run = abrun.run_ab_command(command, console, None, factory=factory, factory_args=({"scale": 1.0}, {"scale": 2.0}))
     rows = read_csv(tmp_path / "ab.csv")
-    assert run.verdict == abtest.REGRESSION and rows[0]["verdict"] == abtest.REGRESSION, rows[0]["reason"]
-    assert int(rows[0]["pairs"]) == PAIRS and rows[0]["pairs_how"] == "fixed by --ab-pairs"
-    assert float(rows[0]["ratio"]) > 1.3 and float(rows[0]["head_latency_ms_p50"]) > float(rows[0]["base_latency_ms_p50"])
-    assert (tmp_path / "ab.json").exists() and "git_commit" in rows[0]
+    assert run.verdict == abtest.REGRESSION, rows[0]["reason"]
+    assert rows[0]["verdict"] == abtest.REGRESSION, rows[0]["reason"]
+    assert int(rows[0]["pairs"]) == PAIRS
+    assert rows[0]["pairs_how"] == "fixed by --ab-pairs"
+    assert float(rows[0]["ratio"]) > 1.3
+    assert float(rows[0]["head_latency_ms_p50"]) > float(rows[0]["base_latency_ms_p50"])
+    assert (tmp_path / "ab.json").exists()
+    assert "git_commit" in rows[0]
     assert [n for n in run.notes if "chunking.option_of_a_later_release" in n and "dropped" in n]
     printed = console.file.getvalue()
-    assert "A/B: working tree vs" in printed and f"{PAIRS} (fixed by --ab-pairs)" in printed
+    assert "A/B: working tree vs" in printed
+    assert f"{PAIRS} (fixed by --ab-pairs)" in printed
     assert "note: the base does not know the option chunking.option_of_a_later_release" in printed
 
 
@@ -171,8 +193,10 @@ def test_ab_calibrate_prints_detection_and_false_alarm_per_cv_and_pairs():
     row = next(line for line in proc.stdout.splitlines() if "5.0%" in line and "60" in line)
     detection, false_alarm = (float(v.rstrip("%")) for v in row.replace("│", " ").split()[2:4])
     expected = abtest.calibrate(0.05, 60, trials=2000, seed=5)
-    assert detection == pytest.approx(100 * expected.detection, abs=0.05) and detection >= 95
-    assert false_alarm == pytest.approx(100 * expected.false_alarm, abs=0.005) and false_alarm <= 1
+    assert detection == pytest.approx(100 * expected.detection, abs=0.05)
+    assert detection >= 95
+    assert false_alarm == pytest.approx(100 * expected.false_alarm, abs=0.005)
+    assert false_alarm <= 1
     assert f"one-sided {1 - abtest.ALPHA:.0%} lower bound" in proc.stdout
 
 
@@ -183,4 +207,5 @@ def test_ab_calibrate_prints_detection_and_false_alarm_per_cv_and_pairs():
 ])
 def test_ab_calibrate_bad_input_is_one_line(args, expected):
     proc = _iris("ab-calibrate", *args)
-    assert proc.returncode != 0 and proc.stderr.strip().splitlines() == [f"error: {expected}"], proc.stderr
+    assert proc.returncode != 0, proc.stderr
+    assert proc.stderr.strip().splitlines() == [f"error: {expected}"], proc.stderr

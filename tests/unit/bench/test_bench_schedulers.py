@@ -2,7 +2,9 @@
 settings of one tree (`--ab-base-set`), on the stand-in stages of bench_fakes.py.
 
 The stand-in VALL-E X is slower under the scheduler named in `Costs.scheduler_scale`, so which
-pipeline measured a row shows in its figures.
+pipeline measured a row shows in its figures. Where this tree's config has no
+`vallex.options.scheduler` yet, another choice of the VALL-E X options (`long_text`) stands in for
+it: the machinery only sets a dotted option and reads it back.
 """
 
 from __future__ import annotations
@@ -17,11 +19,12 @@ import bench_fakes  # beside this file (pytest's rootdir-relative import puts th
 import pytest
 from rich.console import Console
 
-from iris_pipeline.benchmark import abrun, abtest, results, schema
+from iris_pipeline.benchmark import abrun, abtest, results, schema, session
 from iris_pipeline.benchmark.session import (
     SCHEDULER_OPTION,
     build_config,
     configured_scheduler,
+    option_value,
     run_benchmark,
     with_setting,
 )
@@ -40,25 +43,40 @@ class _NoNvml:
         raise self.NVMLError("Driver Not Loaded")
 
 
-def _other(config) -> str:
-    """The scheduler the config does not run (the tree may default to either)."""
-    return "static" if configured_scheduler(config) == "continuous" else "continuous"
+STAND_IN_OPTION, STAND_IN_VALUES = "vallex.options.long_text", ("single", "sentences")
 
 
 @pytest.fixture(scope="module")
-def side_by_side():
+def option():
+    """The scheduler option, or the stand-in choice where this tree has none (see the docstring)."""
+    if option_value(build_config(device="cpu", size="tiny"), SCHEDULER_OPTION) is not None:
+        yield SCHEDULER_OPTION
+        return
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(session, "SCHEDULER_OPTION", STAND_IN_OPTION)
+        yield STAND_IN_OPTION
+
+
+def _other(config, option: str) -> str:
+    """The choice the config does not run (the tree may default to either)."""
+    values = ("continuous", "static") if option == SCHEDULER_OPTION else STAND_IN_VALUES
+    return next(v for v in values if v != configured_scheduler(config))
+
+
+@pytest.fixture(scope="module")
+def side_by_side(option):
     config = build_config(device="cpu", size="tiny")
-    other = _other(config)
+    other = _other(config, option)
     settings = BenchSettings(clip_lengths=[CLIP_S], runs=4, warmup=1, encode_runs=0, n_boot=200, phase_min_clips=3,
                              max_concurrency=2, saturation_gain=0.0, schedulers=[configured_scheduler(config), other])
     costs = bench_fakes.Costs(scheduler_scale={other: SLOW})
-    result = run_benchmark(settings, config, stage_factory=bench_fakes.stage_factory(costs), nvml=_NoNvml())
+    result = run_benchmark(settings, config, stage_factory=bench_fakes.stage_factory(costs, option), nvml=_NoNvml())
     return result, other
 
 
 def test_the_other_scheduler_runs_at_the_concurrencies_the_configured_one_measured(side_by_side):
     result, other = side_by_side
-    assert result.scheduler == configured_scheduler(build_config(device="cpu", size="tiny")) != other
+    assert result.scheduler != other
     levels = [p.concurrency for p in result.clips[0].phases]
     assert levels == [1, 2]
     assert [(t.scheduler, t.clip_s, [p.concurrency for p in t.phases]) for t in result.other_schedulers] == \
@@ -159,23 +177,24 @@ def test_base_settings_are_read_as_yaml_values():
 PAIRS = 12
 
 
-def test_ab_base_set_compares_two_settings_of_the_working_tree(tmp_path):
+def test_ab_base_set_compares_two_settings_of_the_working_tree(tmp_path, option):
     """No ref: both workers load this tree; the base runs with the other scheduler set, under which
     the stand-in VALL-E X is much slower, so the head is found not slower (OK) and faster."""
     factory = f"{Path(__file__).with_name('bench_fakes.py')}:make_pipeline"
     config = build_config(device="cpu", size="tiny")
-    other = _other(config)
+    other = _other(config, option)
     console = Console(file=io.StringIO(), width=200)
-    args = {"scheduler_scale": {other: SLOW}}
-    run = abrun.run_ab_command(BenchSettings(clip_lengths=[CLIP_S]), config, tmp_path, None, None,
-                               abrun.ABOptions(pairs=PAIRS, warmup=1, base_set={SCHEDULER_OPTION: other}), console,
-                               None, factory=factory, factory_args=(args, args))
+    args = {"scheduler_scale": {other: SLOW}, "scheduler_option": option}
+    command = abrun.ABCommand(settings=BenchSettings(clip_lengths=[CLIP_S]), config=config, out_dir=tmp_path, ref=None,
+                              base_dir=None, options=abrun.ABOptions(pairs=PAIRS, warmup=1, base_set={option: other}))
+    run = abrun.run_ab_command(command, console, None, factory=factory, factory_args=(args, args))
     with open(tmp_path / "ab.csv", newline="") as fh:
         row = next(csv.DictReader(fh))
     assert run.verdict == abtest.OK, row["reason"]
-    assert row["base_ref"] == f"the working tree with {SCHEDULER_OPTION}={other}" and row["base_commit"] == "n/a"
+    assert row["base_ref"] == f"the working tree with {option}={other}" and row["base_commit"] == "n/a"
     assert float(row["ratio"]) < 0.8 and float(row["head_latency_ms_p50"]) < float(row["base_latency_ms_p50"])
     sent = json.loads((tmp_path / "ab.json").read_text())["settings"]
-    assert sent["base_options_sent"]["vallex"]["options"]["scheduler"] == other
-    assert "vallex" not in sent["options_sent"] or "options" not in sent["options_sent"]["vallex"]
+    key = option.rsplit(".", 1)[1]
+    assert sent["base_options_sent"]["vallex"]["options"][key] == other
+    assert key not in sent["options_sent"].get("vallex", {}).get("options", {})
     assert not math.isnan(float(row["diff_ms"]))

@@ -41,7 +41,8 @@ def test_under_xdist_the_perf_suite_needs_loadgroup_and_shares_one_group():
         conftest.pytest_collection_modifyitems(worker, [perf, other])
     worker.option.dist = "loadgroup"
     conftest.pytest_collection_modifyitems(worker, [perf, other])
-    assert [m.name for m in perf.marks] == ["xdist_group"] and perf.marks[0].args == (conftest.XDIST_GROUP,)
+    assert [m.name for m in perf.marks] == ["xdist_group"]
+    assert perf.marks[0].args == (conftest.XDIST_GROUP,)
     assert other.marks == []
     conftest.pytest_collection_modifyitems(SimpleNamespace(option=SimpleNamespace(dist="no")), [perf])  # no xdist
     assert len(perf.marks) == 1

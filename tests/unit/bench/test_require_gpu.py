@@ -26,11 +26,13 @@ def test_required_gpu_missing_fails_collection_with_one_line():
     proc = _pytest("-m", "gpu", "--collect-only", "tests/perf/test_codecs_gpu.py", require="1")
     assert proc.returncode != 0
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("ERROR: IRIS_REQUIRE_GPU=1 but"), proc.stderr
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("ERROR: IRIS_REQUIRE_GPU=1 but"), proc.stderr
     assert "torch.cuda.is_available() is False" in lines[0]
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
 def test_without_the_requirement_gpu_tests_are_skipped():
     proc = _pytest("-m", "gpu", "tests/perf/test_codecs_gpu.py", require=None)
-    assert proc.returncode == 0 and "skipped" in proc.stdout, proc.stdout + proc.stderr
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "skipped" in proc.stdout, proc.stdout + proc.stderr

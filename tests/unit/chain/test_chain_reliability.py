@@ -3,39 +3,21 @@ short to align), and the per-job state of the workers stays bounded whatever the
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import pytest
-import torch
 
 from iris_pipeline import chunking, timebase
-from iris_pipeline.audio import Waveform
 from iris_pipeline.chunking import benchmark_script
-from iris_pipeline.config import PipelineConfig
 from iris_pipeline.errors import InputError
 from iris_pipeline.pipeline import ClipTally, Job, Pipeline
 from iris_pipeline.stages.fastpitch import FastPitchStage
 from iris_pipeline.timebase import CODEC_RATE, video_frame_count
+from tests.support.chain import FACE, tiny_config, voiced_reference
 
 DATA = Path(__file__).resolve().parents[2] / "data"
 # short sentences and phrases: with 0.6 s chunks, many chunks of a few symbols each
 CHOPPY = "Hi. Go! Yes? No. OK, fine; sure: right. A, b, c. Well... then. Up! Down? Stop."
-
-
-def tiny_config(lipsync_features: str = "fastpitch", **chunk) -> PipelineConfig:
-    cfg = PipelineConfig(size="tiny", device="cpu", seed=0, lipsync_features=lipsync_features)
-    for stage in cfg.stages:
-        cfg.stage(stage).precision = "fp32"
-    cfg.stage("rvc").options = {"cache": False}
-    for key, value in chunk.items():
-        setattr(cfg.chunking, key, value)
-    return cfg
-
-
-def reference(seconds: float = 2.0, sr: int = 16000) -> Waveform:
-    t = torch.arange(int(seconds * sr)) / sr
-    return Waveform((0.3 * torch.sin(2 * math.pi * 140 * t) * (1 + 0.5 * torch.sin(2 * math.pi * 3 * t))).float(), sr)
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +30,7 @@ def pipeline():
 
 @pytest.fixture(scope="module")
 def avatar(pipeline):
-    return pipeline.prepare_avatar(DATA / "astronaut_face.jpg")
+    return pipeline.prepare_avatar(FACE)
 
 
 def test_chunk_minimums_cover_the_aligner_and_one_wav2lip_window(pipeline):
@@ -63,7 +45,7 @@ def test_chunk_minimums_cover_the_aligner_and_one_wav2lip_window(pipeline):
 @pytest.mark.parametrize("seed", range(4))
 def test_a_choppy_script_renders_for_every_seed(pipeline, avatar, seed):
     """Random weights stop VALL-E X anywhere; each chunk must still be long enough for its text."""
-    job = Job(text=CHOPPY, language="en", reference=reference(), transcript="a short reference",
+    job = Job(text=CHOPPY, language="en", reference=voiced_reference(), transcript="a short reference",
               avatar=avatar, seed=seed)
     tally = ClipTally(pipeline.submit(job))
     for chunk in tally.handle.chunks(timeout=600):
@@ -78,7 +60,7 @@ def test_a_30_second_script_without_seconds_renders(avatar, seed):
     pipe = Pipeline(tiny_config())
     pipe.prepare()
     try:
-        job = Job(text=benchmark_script(30, "en"), language="en", reference=reference(),
+        job = Job(text=benchmark_script(30, "en"), language="en", reference=voiced_reference(),
                   transcript="a short reference", avatar=avatar, seed=seed)
         result = pipe.render(job, timeout=900)
     finally:
@@ -89,7 +71,7 @@ def test_a_30_second_script_without_seconds_renders(avatar, seed):
 
 def test_seconds_too_short_for_the_text_is_refused_before_any_work(pipeline, avatar):
     with pytest.raises(InputError, match="too short for the text"):
-        pipeline.check_job(Job(text=CHOPPY, language="en", reference=reference(), transcript="t",
+        pipeline.check_job(Job(text=CHOPPY, language="en", reference=voiced_reference(), transcript="t",
                                avatar=avatar, seconds=0.5))
 
 
@@ -110,7 +92,7 @@ def test_lipsync_state_stays_bounded_in_clip_length(avatar, mode):
     pipe.prepare()
     try:
         seconds = 12.0
-        result = pipe.render(Job(text=benchmark_script(seconds, "en"), language="en", reference=reference(),
+        result = pipe.render(Job(text=benchmark_script(seconds, "en"), language="en", reference=voiced_reference(),
                                  transcript="a short reference", avatar=avatar, seconds=seconds), timeout=900)
     finally:
         pipe.close()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import threading
 import time
 from pathlib import Path
@@ -18,24 +17,9 @@ from iris_pipeline.errors import InputError
 from iris_pipeline.pipeline import Job, Pipeline, ProgressEvent
 from iris_pipeline.placement import Placement
 from iris_pipeline.timebase import CODEC_RATE, video_frame_count
+from tests.support.chain import FACE, tiny_config, voiced_reference
 
 DATA = Path(__file__).resolve().parents[2] / "data"
-
-
-def tiny_config(**chunking) -> PipelineConfig:
-    cfg = PipelineConfig(size="tiny", device="cpu", seed=0)
-    for stage in cfg.stages:
-        cfg.stage(stage).precision = "fp32"
-    cfg.stage("rvc").options = {"cache": False}
-    for key, value in chunking.items():
-        setattr(cfg.chunking, key, value)
-    return cfg
-
-
-def reference(seconds: float = 2.0, sr: int = 16000) -> Waveform:
-    t = torch.arange(int(seconds * sr)) / sr
-    voiced = 0.3 * torch.sin(2 * math.pi * 140 * t) * (1 + 0.5 * torch.sin(2 * math.pi * 3 * t))
-    return Waveform(voiced.float(), sr)
 
 
 @pytest.fixture(scope="module")
@@ -53,11 +37,24 @@ def pipeline(events):
 
 @pytest.fixture(scope="module")
 def avatar(pipeline):
-    return pipeline.prepare_avatar(DATA / "astronaut_face.jpg")
+    return pipeline.prepare_avatar(FACE)
+
+
+# Pipelines of another configuration are pipelines of their own: no test changes the shared one's config.
+@pytest.fixture(scope="module")
+def unchunked_pipeline():
+    with Pipeline(tiny_config(chunk_seconds=2.5, enabled=False)) as pipe:
+        yield pipe
+
+
+@pytest.fixture(scope="module")
+def speech_mode_pipeline():
+    with Pipeline(tiny_config(lipsync_features="speech", chunk_seconds=2.5)) as pipe:
+        yield pipe
 
 
 def job(avatar, seconds: float, seed: int = 0, text: str | None = None) -> Job:
-    return Job(text=text or benchmark_script(seconds, "en"), language="en", reference=reference(),
+    return Job(text=text or benchmark_script(seconds, "en"), language="en", reference=voiced_reference(),
                transcript="a short reference", avatar=avatar, seconds=seconds, seed=seed)
 
 
@@ -79,14 +76,11 @@ def test_imposed_length_gives_exact_samples_and_frames(pipeline, avatar, events)
     assert sum(e.frames for e in events if e.stage == "wav2lip") == frames
 
 
-def test_chunked_and_unchunked_runs_have_the_same_length(pipeline, avatar):
+def test_chunked_and_unchunked_runs_have_the_same_length(pipeline, unchunked_pipeline, avatar):
     chunked = pipeline.render(job(avatar, 5.0))
-    pipeline.config.chunking.enabled = False
-    try:
-        whole = pipeline.render(job(avatar, 5.0))
-    finally:
-        pipeline.config.chunking.enabled = True
-    assert chunked.chunks > 1 and whole.chunks == 1
+    whole = unchunked_pipeline.render(job(avatar, 5.0))
+    assert chunked.chunks > 1
+    assert whole.chunks == 1
     assert chunked.speech.samples.shape == whole.speech.samples.shape == (5 * CODEC_RATE,)
     assert chunked.frames.shape == whole.frames.shape
 
@@ -135,9 +129,9 @@ def test_bad_jobs_are_refused_before_any_work(pipeline, avatar):
     with pytest.raises(InputError, match="script is empty"):
         pipeline.submit(job(avatar, 2.0, text="   "))
     with pytest.raises(InputError, match="language 'xx'"):
-        pipeline.submit(Job(text="hello", language="xx", reference=reference(), transcript="t", avatar=avatar))
+        pipeline.submit(Job(text="hello", language="xx", reference=voiced_reference(), transcript="t", avatar=avatar))
     with pytest.raises(InputError, match="shorter than the minimum"):
-        pipeline.submit(Job(text="hello", language="en", reference=reference(0.5), transcript="t", avatar=avatar))
+        pipeline.submit(Job(text="hello", language="en", reference=voiced_reference(0.5), transcript="t", avatar=avatar))
     silent = Waveform(torch.zeros(32000), 16000)
     with pytest.raises(InputError, match="silent"):
         pipeline.submit(Job(text="hello", language="en", reference=silent, transcript="t", avatar=avatar))
@@ -203,15 +197,12 @@ def test_two_gpu_placement_map():
     assert set(one.describe().values()) == {"cpu"}
 
 
-def test_speech_mode_frames_equal_one_unchunked_wav2lip_pass(pipeline, avatar):
+def test_speech_mode_frames_equal_one_unchunked_wav2lip_pass(speech_mode_pipeline, avatar):
     """lipsync_features=speech: streamed, chunked frames == Wav2Lip run once on the whole clip's mel."""
     from iris_pipeline.audio import wav2lip_mel
 
-    pipeline.config.lipsync_features = "speech"
-    try:
-        result = pipeline.render(job(avatar, 5.0, seed=11))
-    finally:
-        pipeline.config.lipsync_features = "fastpitch"
+    pipeline = speech_mode_pipeline
+    result = pipeline.render(job(avatar, 5.0, seed=11))
     assert result.chunks > 1
     mel = wav2lip_mel(result.speech.samples, CODEC_RATE)
     whole = pipeline.stages["wav2lip"].run(mel=mel, mel_offset=0, total_mel_frames=mel.shape[1], avatar=avatar,

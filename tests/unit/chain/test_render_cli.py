@@ -9,7 +9,6 @@ and cache (IRIS_CACHE_DIR), so the tests can run in any order or in parallel.
 from __future__ import annotations
 
 import json
-import math
 import os
 import signal
 import subprocess
@@ -28,11 +27,11 @@ from iris_pipeline.models.rvc import export_file_dict
 from iris_pipeline.models.vocos import ENCODEC_PREFIX
 from iris_pipeline.timebase import video_frame_count
 from iris_pipeline.video import read_mp4_info
+from tests.support.chain import FACE, voiced_reference, voiced_samples
 from tests.support.malicious import RunsCode
 
 REPO = Path(__file__).resolve().parents[3]
 DATA = REPO / "tests" / "data"
-FACE = DATA / "astronaut_face.jpg"
 # HuBERT in the published fairseq layout (pickled fairseq Dictionary), as users have hubert_base.pt
 PUBLISHED_HUBERT = DATA / "parity" / "hubert_base_fairseq_layout_tiny.pt"
 REFERENCE = DATA / "speech_en_16k.wav"
@@ -108,11 +107,6 @@ def assert_refused(proc: subprocess.CompletedProcess, out_dir: Path, *names: str
     return lines[0]
 
 
-def tone(seconds: float, sr: int = 16000) -> np.ndarray:
-    t = np.arange(int(seconds * sr)) / sr
-    return (0.3 * np.sin(2 * math.pi * 140 * t) * (1 + 0.5 * np.sin(2 * math.pi * 3 * t))).astype(np.float32)
-
-
 def write_wav(path: Path, samples: np.ndarray, sr: int = 16000, subtype: str = "PCM_16") -> Path:
     soundfile.write(str(path), samples, sr, subtype=subtype)
     return path
@@ -138,7 +132,7 @@ def test_non_audio_reference(tmp_path):
 
 
 def test_corrupt_reference(tmp_path):
-    path = write_wav(tmp_path / "corrupt.wav", tone(2.0))
+    path = write_wav(tmp_path / "corrupt.wav", voiced_samples(2.0))
     path.write_bytes(path.read_bytes()[:30])  # cut inside the 44-byte header
     proc = run_render(tmp_path, reference=path)
     assert "not a readable audio file" in assert_refused(proc, tmp_path / "out", "--reference", str(path))
@@ -151,7 +145,7 @@ def test_silent_reference(tmp_path):
 
 
 def test_nan_reference(tmp_path):
-    samples = tone(2.0)
+    samples = voiced_samples(2.0)
     samples[1000:1010] = np.nan
     path = write_wav(tmp_path / "nan.wav", samples, subtype="FLOAT")
     proc = run_render(tmp_path, reference=path)
@@ -159,13 +153,13 @@ def test_nan_reference(tmp_path):
 
 
 def test_reference_shorter_than_one_second(tmp_path):
-    path = write_wav(tmp_path / "short.wav", tone(0.6))
+    path = write_wav(tmp_path / "short.wav", voiced_samples(0.6))
     proc = run_render(tmp_path, reference=path)
     assert "shorter than the minimum 1 s" in assert_refused(proc, tmp_path / "out", "--reference", str(path))
 
 
 def test_reference_longer_than_the_configured_maximum(tmp_path):
-    path = write_wav(tmp_path / "long.wav", tone(3.0))
+    path = write_wav(tmp_path / "long.wav", voiced_samples(3.0))
     proc = run_render(tmp_path, reference=path, config=write_config(tmp_path, "limits.yaml", max_reference_seconds=2.5))
     assert "longer than the maximum 2.5 s" in assert_refused(proc, tmp_path / "out", "--reference", str(path))
 
@@ -262,14 +256,15 @@ def test_random_weights_note_counts_every_model_the_stages_load(tmp_path):
     cfg = apply_checkpoint_dir(PipelineConfig(), placeholder_checkpoint_dir(tmp_path))
     assert not uses_random_weights(cfg)
     without_s3fd = cfg.model_copy(deep=True)
-    del without_s3fd.wav2lip.options["s3fd_checkpoint"]  # the cascade finds faces: nothing random
+    without_s3fd.wav2lip.options.s3fd_checkpoint = None  # the cascade finds faces: nothing random
     assert not uses_random_weights(without_s3fd)
     without_hubert = cfg.model_copy(deep=True)
-    del without_hubert.rvc.options["hubert_checkpoint"]  # the stage has its own file, a model inside has not
-    assert without_hubert.rvc.checkpoint is not None and uses_random_weights(without_hubert)
+    without_hubert.rvc.options.hubert_checkpoint = None  # the stage has its own file, a model inside has not
+    assert without_hubert.rvc.checkpoint is not None
+    assert uses_random_weights(without_hubert)
     encodec_decoder = cfg.model_copy(deep=True)
-    encodec_decoder.vallex.options = {**encodec_decoder.vallex.options, "decoder": "encodec"}
-    del encodec_decoder.vallex.options["vocos_checkpoint"]  # not loaded when EnCodec decodes
+    encodec_decoder.vallex.options.decoder = "encodec"
+    encodec_decoder.vallex.options.vocos_checkpoint = None  # not loaded when EnCodec decodes
     assert not uses_random_weights(encodec_decoder)
 
 
@@ -317,7 +312,8 @@ def test_wrong_checkpoint(tmp_path, victim, impostor):
     paths[victim].write_bytes(paths[impostor].read_bytes())
     proc = run_render(tmp_path, checkpoints=directory)
     line = assert_refused(proc, tmp_path / "out", str(paths[victim]))
-    assert line.startswith("error: ") and victim in line
+    assert line.startswith("error: ")
+    assert victim in line
 
 
 def test_published_hubert_file_is_taken_and_a_code_running_one_refused(tmp_path):
@@ -350,7 +346,8 @@ def test_tiny_render_writes_mp4_and_vtt(tmp_path):
     assert info.frame_count == video_frame_count(3 * 24000, 24000, FPS)  # the official Wav2Lip count
     assert info.fps == FPS
     assert info.audio_sample_rate == 24000
-    assert info.audio_seconds is not None and abs(info.audio_seconds - 3.0) <= 1 / FPS
+    assert info.audio_seconds is not None
+    assert abs(info.audio_seconds - 3.0) <= 1 / FPS
     assert (tmp_path / "out" / "clip.vtt").read_text().startswith("WEBVTT")
     assert f"wrote {out}" in proc.stdout
 
@@ -375,7 +372,8 @@ def test_interrupt_mid_render_leaves_nothing(tmp_path):
             proc.wait()
     assert proc.returncode == 130, stderr
     lines = [line for line in stderr.strip().splitlines() if "weights are random" not in line]
-    assert len(lines) == 1 and "interrupted" in lines[0], stderr
+    assert len(lines) == 1, stderr
+    assert "interrupted" in lines[0], stderr
     assert "Traceback" not in stderr
     assert leftovers(out_dir) == []
     assert "wrote" not in stdout
@@ -386,26 +384,26 @@ def test_interrupt_mid_render_leaves_nothing(tmp_path):
 def test_avatar_before_models_and_close_abandons_the_job_in_flight(tmp_path):
     """`iris render` checks the face before loading models, and Ctrl-C must not wait for the whole clip:
     `close()` lets the running step finish, then abandons the job (its handle raises)."""
-    from iris_pipeline.audio import Waveform
     from iris_pipeline.chunking import benchmark_script
     from iris_pipeline.config import parse_pipeline_config
     from iris_pipeline.pipeline import Job, Pipeline
 
     cfg = parse_pipeline_config({**TINY_CONFIG, "size": "tiny", "device": "cpu",
                                  "chunking": {"chunk_seconds": 2.0}})
-    cfg.stage("rvc").options = {"cache": False}
-    cfg.stage("wav2lip").options = {**cfg.stage("wav2lip").options, "cache_dir": str(tmp_path / "avatars")}
+    cfg.rvc.options.cache = False
+    cfg.wav2lip.options.cache_dir = tmp_path / "avatars"
     pipeline = Pipeline(cfg)
     avatar = pipeline.prepare_avatar(FACE)
     assert not pipeline.stages["wav2lip"].prepared  # the face detector ran; the generator is not loaded yet
     pipeline.prepare()
     assert all(stage.prepared for stage in pipeline.stages.values())
-    reference = Waveform(torch.from_numpy(tone(2.0)), 16000)
+    reference = voiced_reference(2.0)
     handle = pipeline.submit(Job(text=benchmark_script(20, "en"), language="en", reference=reference,
                                  transcript="a short reference", avatar=avatar, seconds=20))
     chunks = handle.chunks(timeout=TIMEOUT_S)
     first = next(chunks)
-    assert first.index == 0 and not first.last
+    assert first.index == 0
+    assert not first.last
     pipeline.close()
     assert not any(thread.is_alive() for thread in pipeline._threads)
     with pytest.raises(RuntimeError, match="closed before this job finished"):

@@ -84,7 +84,9 @@ def test_non_utf8_config(tmp_path):
     proc = run_render(tmp_path, config=config)
     assert "not UTF-8" in assert_refused(proc, tmp_path / "out", str(config))
     check = iris(tmp_path, "config", "check", str(config))
-    assert check.returncode == 2 and check.stderr.count("\n") == 1 and "not UTF-8" in check.stderr
+    assert check.returncode == 2
+    assert check.stderr.count("\n") == 1
+    assert "not UTF-8" in check.stderr
 
 
 def test_stale_temporary_files_of_dead_renders_are_removed(tmp_path):
@@ -97,7 +99,8 @@ def test_stale_temporary_files_of_dead_renders_are_removed(tmp_path):
     stale.write_bytes(b"half a clip")
     live.write_bytes(b"a clip being written")
     proc = run_render(tmp_path, avatar=tmp_path / "nowhere.png")  # refused after the clean-up
-    assert proc.returncode == 2 and "--avatar" in proc.stderr
+    assert proc.returncode == 2
+    assert "--avatar" in proc.stderr
     assert leftovers(out_dir) == [live.name]
 
 
@@ -117,7 +120,8 @@ def test_config_check_refuses_bad_stage_options(tmp_path, options, named):
     proc = iris(tmp_path, "config", "check", str(path))
     assert proc.returncode == 2, proc.stdout
     lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and named in lines[0], proc.stderr
+    assert len(lines) == 1, proc.stderr
+    assert named in lines[0], proc.stderr
     render = run_render(tmp_path, config=path)  # the same line from render, before any model loads
     assert named in assert_refused(render, tmp_path / "out")
 
@@ -125,7 +129,8 @@ def test_config_check_refuses_bad_stage_options(tmp_path, options, named):
 def test_config_check_accepts_good_stage_options(tmp_path):
     path = write_config(tmp_path, "good.yaml", vallex={"precision": "fp32", "options": {"max_batch": 4}})
     proc = iris(tmp_path, "config", "check", str(path))
-    assert proc.returncode == 0 and proc.stdout.strip() == f"{path}: ok", proc.stderr
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == f"{path}: ok", proc.stderr
 
 
 # --- `iris engines` on manifests of any shape ------------------------------------------------------------
@@ -141,15 +146,20 @@ def test_engines_commands_survive_any_manifest(tmp_path, manifest):
     (entry / "manifest.json").write_bytes(manifest)
     (engines / "stats.json").write_bytes(manifest)
     listed = iris(tmp_path, "engines", "list", "--dir", str(engines))
-    assert listed.returncode == 0 and "unreadable" in listed.stdout and not listed.stderr, listed.stderr
+    assert listed.returncode == 0, listed.stderr
+    assert "unreadable" in listed.stdout, listed.stderr
+    assert not listed.stderr, listed.stderr
     stats = iris(tmp_path, "engines", "stats", "--dir", str(engines))
-    assert stats.returncode == 0 and not stats.stderr, stats.stderr
+    assert stats.returncode == 0, stats.stderr
+    assert not stats.stderr, stats.stderr
     failed = iris(tmp_path, "engines", "prune", "--failed", "--dir", str(engines))
-    assert failed.returncode == 0 and f"removed {entry}" in failed.stdout, failed.stderr
+    assert failed.returncode == 0, failed.stderr
+    assert f"removed {entry}" in failed.stdout, failed.stderr
     entry.mkdir(parents=True)
     (entry / "manifest.json").write_bytes(manifest)
     everything = iris(tmp_path, "engines", "prune", "--all", "--dir", str(engines))
-    assert everything.returncode == 0 and not entry.exists(), everything.stderr
+    assert everything.returncode == 0, everything.stderr
+    assert not entry.exists(), everything.stderr
 
 
 @pytest.mark.slow
@@ -157,13 +167,17 @@ def test_engines_build_rebuilds_an_entry_whose_manifest_is_broken(tmp_path):
     engines = tmp_path / "engines"
     build = ("engines", "build", "--model", "wav2lip", "--backend", "onnx", "--size", "tiny", "--dir", str(engines))
     first = iris(tmp_path, *build)
-    assert first.returncode == 0 and "built in" in first.stdout, first.stderr
+    assert first.returncode == 0, first.stderr
+    assert "built in" in first.stdout, first.stderr
     (manifest,) = engines.glob("wav2lip.tiny/*/manifest.json")
     manifest.write_text("[]")
     again = iris(tmp_path, *build)
-    assert again.returncode == 0 and "built in" in again.stdout, again.stderr
+    assert again.returncode == 0, again.stderr
+    assert "built in" in again.stdout, again.stderr
     lines = again.stderr.strip().splitlines()
-    assert len(lines) == 1 and "malformed manifest" in lines[0] and "rebuilding" in lines[0], again.stderr
+    assert len(lines) == 1, again.stderr
+    assert "malformed manifest" in lines[0], again.stderr
+    assert "rebuilding" in lines[0], again.stderr
     assert json.loads(manifest.read_text())["outcome"] == "success"
 
 
@@ -183,7 +197,8 @@ def test_bad_file_in_the_hubert_slot(tmp_path, content):
     assert paths  # every other slot holds its right file
     proc = run_render(tmp_path, checkpoints=directory)
     line = assert_refused(proc, tmp_path / "out", str(hubert))
-    assert "weights_only=False" not in proc.stderr and "hubert_base.weights.pt" not in proc.stderr
+    assert "weights_only=False" not in proc.stderr
+    assert "hubert_base.weights.pt" not in proc.stderr
     assert not marker.exists()
     if content == "malicious":
         assert "could run code" in line
@@ -232,8 +247,10 @@ def test_fastpitch_ahead_of_time_option_that_cannot_export_is_one_line(tmp_path)
     if proc.returncode == 0:
         pytest.skip("AOTInductor exported FastPitch on this machine: nothing to refuse")
     lines = without_notes(proc.stderr)
-    assert len(lines) == 1 and lines[0].startswith("error: fastpitch"), proc.stderr
-    assert "Traceback" not in proc.stderr and leftovers(tmp_path / "out") == []
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("error: fastpitch"), proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert leftovers(tmp_path / "out") == []
 
 
 @pytest.mark.slow
@@ -254,7 +271,9 @@ def test_a_full_disk_is_one_line_and_leaves_nothing(tmp_path, monkeypatch, capsy
         cli.main()
     assert exit_info.value.code == 2
     lines = without_notes(capsys.readouterr().err)
-    assert len(lines) == 1 and "no space left on the device" in lines[0] and "--out" in lines[0], lines
+    assert len(lines) == 1, lines
+    assert "no space left on the device" in lines[0], lines
+    assert "--out" in lines[0], lines
     assert leftovers(tmp_path / "out") == []
 
 

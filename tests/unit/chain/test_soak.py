@@ -24,7 +24,6 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import gc
-import math
 import os
 import threading
 from dataclasses import dataclass, field
@@ -42,6 +41,7 @@ from iris_pipeline.errors import InputError
 from iris_pipeline.metrics.nvml import device_used_bytes
 from iris_pipeline.pipeline import Job, Pipeline
 from iris_pipeline.timebase import video_frame_count
+from tests.support.chain import FACE, tiny_config, voiced_reference
 
 DATA = Path(__file__).resolve().parents[2] / "data"
 JOBS = 240
@@ -53,10 +53,7 @@ SECONDS = 0.6
 
 
 def _reference(seed: int) -> Waveform:
-    t = torch.arange(32000) / 16000
-    pitch = 120 + 40 * seed
-    return Waveform((0.3 * torch.sin(2 * math.pi * pitch * t) * (1 + 0.5 * torch.sin(2 * math.pi * 3 * t))).float(),
-                    16000)
+    return voiced_reference(2.0, 16000, pitch_hz=120 + 40 * seed)
 
 
 @dataclass
@@ -130,11 +127,7 @@ def soak(pipeline: Pipeline, avatar, jobs: int, out: Path, leak: list | None = N
 
 
 def _config() -> PipelineConfig:
-    cfg = PipelineConfig(size="tiny", device="cuda" if torch.cuda.is_available() else "cpu", seed=0)
-    for stage in cfg.stages:
-        cfg.stage(stage).precision = "fp32"
-    cfg.stage("rvc").options = {"cache": False}
-    return cfg
+    return tiny_config(device="cuda" if torch.cuda.is_available() else "cpu")
 
 
 @pytest.fixture(scope="module")
@@ -147,7 +140,7 @@ def pipeline():
 
 @pytest.fixture(scope="module")
 def avatar(pipeline):
-    return pipeline.prepare_avatar(DATA / "astronaut_face.jpg")
+    return pipeline.prepare_avatar(FACE)
 
 
 @pytest.mark.slow

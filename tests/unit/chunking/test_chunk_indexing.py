@@ -20,9 +20,7 @@ from iris_pipeline.chunking import (
     StitchLayout,
     crossfade_samples,
     plan_chunks,
-    stitch_audio,
     wav2lip_mel_columns,
-    wav2lip_mel_prefix,
 )
 from iris_pipeline.errors import InputError
 from iris_pipeline.timebase import (
@@ -35,6 +33,7 @@ from iris_pipeline.timebase import (
     video_frame_count,
     window_starts,
 )
+from tests.support.chunking import stitch_audio, wav2lip_mel_prefix
 
 _WORDS = ["the", "avatar", "speaks,", "slowly;", "and", "then", "stops.", "Why?", "rendering", "a",
           "clip", "of", "speech", "今天天气很好。", "你好，"]

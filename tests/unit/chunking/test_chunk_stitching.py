@@ -14,9 +14,9 @@ from iris_pipeline.chunking import (
     StitchLayout,
     crossfade_samples,
     equal_power_fades,
-    stitch_audio,
 )
 from iris_pipeline.errors import InputError
+from tests.support.chunking import stitch_audio
 
 FAST = settings(max_examples=80, deadline=None)
 

@@ -95,8 +95,10 @@ def test_encode_decode_preserves_frame_length(tiny_model, length):
     wav = torch.randn(2, 1, length, generator=torch.Generator().manual_seed(length)) * 0.1
     codes = tiny_model.encode(wav)
     frames = math.ceil(length / 320)
-    assert codes.shape == (2, 8, frames) and codes.dtype == torch.int64
-    assert 0 <= int(codes.min()) and int(codes.max()) < 1024
+    assert codes.shape == (2, 8, frames)
+    assert codes.dtype == torch.int64
+    assert 0 <= int(codes.min())
+    assert int(codes.max()) < 1024
     audio = tiny_model.decode(codes)
     assert audio.shape == (2, 1, frames * 320)
     assert torch.isfinite(audio).all()
@@ -181,4 +183,5 @@ def test_half_precision_model_takes_fp32_audio():
     codes = model.encode(torch.randn(1, 1, 1000) * 0.1)
     assert codes.shape == (1, 8, 4)
     audio = model.decode(codes)
-    assert audio.shape == (1, 1, 1280) and audio.dtype == torch.bfloat16
+    assert audio.shape == (1, 1, 1280)
+    assert audio.dtype == torch.bfloat16

@@ -113,7 +113,8 @@ def test_malicious_pickle_is_refused_and_not_run(tmp_path):
 def test_decode_codes_gives_exactly_frames_times_320(tiny_model, frames):
     codes = torch.randint(0, 1024, (2, 8, frames), generator=torch.Generator().manual_seed(frames))
     audio = tiny_model.decode_codes(codes, bandwidth_id=2)
-    assert audio.shape == (2, frames * 320) and audio.dtype == torch.float32
+    assert audio.shape == (2, frames * 320)
+    assert audio.dtype == torch.float32
     assert torch.isfinite(audio).all()
 
 
@@ -195,4 +196,6 @@ def test_istft_equals_a_plain_overlap_add_loop():
 def test_half_precision_model_returns_fp32_audio():
     model = models.build(NAME, "tiny").to(torch.bfloat16)
     audio = model.decode_codes(torch.randint(0, 1024, (1, 8, 5)))
-    assert audio.shape == (1, 1600) and audio.dtype == torch.float32 and torch.isfinite(audio).all()
+    assert audio.shape == (1, 1600)
+    assert audio.dtype == torch.float32
+    assert torch.isfinite(audio).all()

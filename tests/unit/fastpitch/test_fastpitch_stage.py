@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from iris_pipeline.audio import Waveform, read_audio, resample_waveform, wav2lip_mel
-from iris_pipeline.config import StageConfig
+from iris_pipeline.config import FastPitchConfig, parse_pipeline_config
 from iris_pipeline.errors import ConfigError, InputError
 from iris_pipeline.stages.fastpitch import FastPitchStage
 from iris_pipeline.subtitles import SymbolTiming, WordTiming
@@ -26,7 +26,7 @@ def speech() -> Waveform:
 
 @pytest.fixture(scope="module")
 def stage() -> FastPitchStage:
-    s = FastPitchStage(StageConfig(precision="fp32"), size="tiny")
+    s = FastPitchStage(FastPitchConfig(precision="fp32"), size="tiny")
     s.prepare()
     return s
 
@@ -57,7 +57,7 @@ def test_forced_render_has_exactly_the_aligned_frames(stage, speech):
 
 
 def test_speech_mode_returns_the_plain_wav2lip_mel(speech):
-    s = FastPitchStage(StageConfig(precision="fp32"), size="tiny", lipsync_features="speech")
+    s = FastPitchStage(FastPitchConfig(precision="fp32"), size="tiny", lipsync_features="speech")
     s.prepare()
     out = s.run(text=TEXT, speech=speech)
     torch.testing.assert_close(out["lipsync_mel"], wav2lip_mel(speech.samples, speech.sample_rate))
@@ -65,7 +65,7 @@ def test_speech_mode_returns_the_plain_wav2lip_mel(speech):
 
 
 def test_bf16_runs_and_keeps_the_shapes(speech):
-    s = FastPitchStage(StageConfig(precision="bf16"), size="tiny")
+    s = FastPitchStage(FastPitchConfig(precision="bf16"), size="tiny")
     s.prepare()
     out = s.run(text="Hello there.", speech=speech)
     assert out["lipsync_mel"].dtype == torch.float32 and torch.isfinite(out["lipsync_mel"]).all()
@@ -91,8 +91,8 @@ def test_nan_audio_is_refused(stage, speech):
 
 def test_unknown_option_and_bad_mode_are_config_errors():
     with pytest.raises(ConfigError, match="fastpitch.options.pace: unknown option"):
-        FastPitchStage(StageConfig(options={"pace": 1.2}), size="tiny")
+        parse_pipeline_config({"fastpitch": {"options": {"pace": 1.2}}})
     with pytest.raises(ConfigError, match="fastpitch.options.use_prior"):
-        FastPitchStage(StageConfig(options={"use_prior": "yes"}), size="tiny")
+        parse_pipeline_config({"fastpitch": {"options": {"use_prior": "yes"}}})
     with pytest.raises(ConfigError, match="lipsync_features"):
-        FastPitchStage(StageConfig(), size="tiny", lipsync_features="video")
+        FastPitchStage(FastPitchConfig(), size="tiny", lipsync_features="video")

@@ -14,9 +14,12 @@ from iris_pipeline.text.fastpitch_cmudict import lookup, word_to_arpabet
 def test_symbol_set_is_english_basic():
     assert fp.N_SYMBOLS == 148
     assert fp.SYMBOLS[:12] == tuple("_-!'(),.:;? ")
-    assert fp.SYMBOLS[12] == "A" and fp.SYMBOLS[63] == "z"
-    assert fp.SYMBOLS[64] == "@AA" and fp.SYMBOLS[-1] == "@ZH"
-    assert fp.PAD_ID == 0 and len(set(fp.SYMBOLS)) == 148
+    assert fp.SYMBOLS[12] == "A"
+    assert fp.SYMBOLS[63] == "z"
+    assert fp.SYMBOLS[64] == "@AA"
+    assert fp.SYMBOLS[-1] == "@ZH"
+    assert fp.PAD_ID == 0
+    assert len(set(fp.SYMBOLS)) == 148
 
 
 @pytest.mark.parametrize(("text", "cleaned"), [
@@ -44,7 +47,8 @@ def test_ambiguous_words_stay_letters():
 
 
 def test_a_possessive_missing_from_the_dictionary_gets_its_stem_and_a_final_z():
-    assert lookup("kitten's") is None and lookup("kitten") == ["K IH1 T AH0 N"]
+    assert lookup("kitten's") is None
+    assert lookup("kitten") == ["K IH1 T AH0 N"]
     assert word_to_arpabet("kitten's") == "{K IH1 T AH0 N Z}"
     assert word_to_arpabet("zzzs") == "zzzs"  # unknown stem: letters
 

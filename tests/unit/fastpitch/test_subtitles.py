@@ -32,7 +32,8 @@ def test_words_span_their_letters_and_skip_punctuation():
     timings = symbol_timings(list("don't, go!"), [1] * 10)
     words = word_timings(timings)
     assert [w.word for w in words] == ["don't", "go"]
-    assert words[0].start_s == 0.0 and words[0].end_s == pytest.approx(5 * FRAME_SECONDS)
+    assert words[0].start_s == 0.0
+    assert words[0].end_s == pytest.approx(5 * FRAME_SECONDS)
     assert words[1].start_s == pytest.approx(7 * FRAME_SECONDS)
 
 

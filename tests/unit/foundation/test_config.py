@@ -7,10 +7,12 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from iris_pipeline.config import (
     STAGE_ORDER,
     PipelineConfig,
+    default_targets_path,
     load_pipeline_config,
     load_targets,
     parse_pipeline_config,
@@ -33,8 +35,11 @@ def test_yaml_round_trip(tmp_path: Path):
         "wav2lip: {precision: int8, backend: tensorrt, device: 'cuda:1'}\nchunking: {chunk_seconds: 5}\n"
     )
     cfg = load_pipeline_config(path)
-    assert cfg.size == "tiny" and cfg.vallex.precision == "bf16" and cfg.vallex.backend == "compile"
-    assert cfg.wav2lip.device == "cuda:1" and cfg.chunking.chunk_seconds == 5
+    assert cfg.size == "tiny"
+    assert cfg.vallex.precision == "bf16"
+    assert cfg.vallex.backend == "compile"
+    assert cfg.wav2lip.device == "cuda:1"
+    assert cfg.chunking.chunk_seconds == 5
     assert cfg.config_hash() == load_pipeline_config(path).config_hash()
     assert cfg.config_hash() != PipelineConfig().config_hash()
 
@@ -77,12 +82,17 @@ def test_bad_yaml_and_missing_file(tmp_path: Path):
         load_pipeline_config(listy)
 
 
-def test_default_targets_are_the_users():
+def test_default_targets_keep_every_figure_of_the_shipped_file():
+    """Every clip length and figure of defaults/targets.yaml reaches the parsed targets unchanged (the
+    numbers themselves are the users' and live only in that file)."""
+    shipped = yaml.safe_load(default_targets_path().read_text(encoding="utf-8"))["default"]["clips"]
     targets = load_targets()
-    five = targets.for_clip(5)
-    assert (five.latency_ms, five.first_chunk_ms, five.throughput_cps, five.peak_mem_gb) == (360, 360, 2.5, 60)
-    assert targets.for_clip(10).latency_ms == 720 and targets.for_clip(30).latency_ms == 2160
-    assert targets.for_clip(30).throughput_cps == 0.42
+    assert shipped, "the shipped targets name no clip length"
+    for clip_s, figures in shipped.items():
+        parsed = targets.for_clip(clip_s)
+        assert parsed is not None, f"clip {clip_s} s missing"
+        for figure, value in figures.items():
+            assert getattr(parsed, figure) == value, f"clip {clip_s} s, {figure}"
     assert targets.for_clip(7) is None
 
 
@@ -123,4 +133,29 @@ def test_bad_config_exits_non_zero_with_one_line(tmp_path: Path):
     assert proc.returncode != 0
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1, proc.stderr
-    assert "vallex.precision" in lines[0] and "'fp64'" in lines[0]
+    assert "vallex.precision" in lines[0]
+    assert "'fp64'" in lines[0]
+
+
+def test_a_stage_option_typo_is_refused_at_load_with_the_key_and_the_allowed_ones():
+    with pytest.raises(ConfigError) as info:
+        parse_pipeline_config({"vallex": {"options": {"max_btach": 4}}})
+    message = str(info.value)
+    assert message.startswith("config: vallex.options.max_btach: unknown option; allowed: "), message
+    assert "max_batch" in message, message
+
+
+def test_every_stage_option_is_in_the_effective_config_with_its_default():
+    dumped = PipelineConfig().model_dump(mode="json")
+    for stage in STAGE_ORDER:
+        options = dumped[stage]["options"]
+        assert "backend" in options, stage
+        assert options["backend"]["workspace_gb"] == 4.0, stage
+    assert dumped["vallex"]["options"]["max_batch"] == 16
+    assert dumped["wav2lip"]["options"]["batch_size"] == 128
+
+
+def test_stage_options_are_typed_objects():
+    cfg = parse_pipeline_config({"rvc": {"options": {"pitch_shift": 3}}})
+    assert cfg.rvc.options.pitch_shift == 3.0
+    assert cfg.rvc.options.model == "rvc_v2_40k"  # the default of a key the file leaves out

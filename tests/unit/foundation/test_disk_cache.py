@@ -18,7 +18,9 @@ def test_round_trip_and_miss(tmp_path: Path):
     assert cache.get(key) is None
     cache.put(key, {"audio": torch.arange(5.0), "rate": 24000, "name": "x"})
     hit = cache.get(key)
-    assert torch.equal(hit["audio"], torch.arange(5.0)) and hit["rate"] == 24000 and hit["name"] == "x"
+    assert torch.equal(hit["audio"], torch.arange(5.0))
+    assert hit["rate"] == 24000
+    assert hit["name"] == "x"
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 
 
@@ -33,7 +35,9 @@ def test_least_recently_used_entries_are_evicted(tmp_path: Path):
     time.sleep(0.01)
     cache.put(keys[2], {"v": 2})
     assert len(cache) == 2
-    assert keys[1] not in cache and keys[0] in cache and keys[2] in cache
+    assert keys[1] not in cache
+    assert keys[0] in cache
+    assert keys[2] in cache
 
 
 def test_unreadable_entry_is_a_miss_and_removed(tmp_path: Path):
@@ -47,7 +51,8 @@ def test_unreadable_entry_is_a_miss_and_removed(tmp_path: Path):
 def test_hashes_depend_on_content():
     a, b = torch.zeros(3), torch.zeros(3, dtype=torch.float64)
     assert tensor_hash(a) == tensor_hash(torch.zeros(3))
-    assert tensor_hash(a) != tensor_hash(b) and tensor_hash(a) != tensor_hash(torch.zeros(4))
+    assert tensor_hash(a) != tensor_hash(b)
+    assert tensor_hash(a) != tensor_hash(torch.zeros(4))
     assert content_hash("a", 1) != content_hash("a", 2)
 
 
@@ -70,7 +75,8 @@ def test_writers_in_several_processes_leave_a_consistent_bounded_cache(tmp_path:
     assert len(entries) <= 8
     for entry in entries:
         value = cache.get(entry.stem)
-        assert value is not None and value["x"].shape == (1000,)
+        assert value is not None
+        assert value["x"].shape == (1000,)
     assert not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]
 
 
@@ -87,9 +93,13 @@ def test_an_entry_swapped_with_another_keys_is_a_miss(tmp_path: Path):
     cache.put(a, {"x": torch.zeros(3)})
     cache.put(b, {"x": torch.ones(3)})
     (tmp_path / f"{b}.pt").write_bytes((tmp_path / f"{a}.pt").read_bytes())
-    assert cache.get(b) is None and b not in cache
-    assert len(lines) == 1 and "another key" in lines[0] and str(tmp_path / f"{b}.pt") in lines[0]
-    assert torch.equal(cache.get(a)["x"], torch.zeros(3)) and len(lines) == 1
+    assert cache.get(b) is None
+    assert b not in cache
+    assert len(lines) == 1
+    assert "another key" in lines[0]
+    assert str(tmp_path / f"{b}.pt") in lines[0]
+    assert torch.equal(cache.get(a)["x"], torch.zeros(3))
+    assert len(lines) == 1
 
 
 def test_bytes_changed_on_disk_are_caught_by_the_checksum(tmp_path: Path):
@@ -106,15 +116,19 @@ def test_bytes_changed_on_disk_are_caught_by_the_checksum(tmp_path: Path):
     path.write_bytes(bytes(data))
     loaded = torch.load(path, weights_only=True)  # the damage itself goes unnoticed by torch
     assert not torch.equal(loaded["payload"]["frames"], frames)
-    assert cache.get(key) is None and key not in cache
-    assert len(lines) == 1 and "checksum mismatch" in lines[0]
+    assert cache.get(key) is None
+    assert key not in cache
+    assert len(lines) == 1
+    assert "checksum mismatch" in lines[0]
 
 
 def test_entries_of_the_old_format_are_rebuilt(tmp_path: Path):
     cache, lines = _lines(tmp_path)
     key = content_hash("old")
     torch.save({"x": torch.zeros(2)}, tmp_path / f"{key}.pt")  # a bare dict: no key, no checksum
-    assert cache.get(key) is None and len(lines) == 1 and "format" in lines[0]
+    assert cache.get(key) is None
+    assert len(lines) == 1
+    assert "format" in lines[0]
 
 
 def test_schema_checks_dtype_shape_shared_sizes_and_finiteness(tmp_path: Path):
@@ -138,7 +152,9 @@ def test_schema_checks_dtype_shape_shared_sizes_and_finiteness(tmp_path: Path):
     cache, lines = _lines(tmp_path)
     key = content_hash("nan")
     cache.put(key, bad["nan"])
-    assert cache.get(key, schema) is None and "NaN" in lines[0] and key not in cache
+    assert cache.get(key, schema) is None
+    assert "NaN" in lines[0]
+    assert key not in cache
 
 
 def test_temporary_files_of_dead_writers_are_removed(tmp_path: Path):
@@ -153,4 +169,6 @@ def test_temporary_files_of_dead_writers_are_removed(tmp_path: Path):
     for path in (stale, mine, unrelated):
         path.write_bytes(b"partial")
     DiskCache(tmp_path)
-    assert not stale.exists() and mine.exists() and unrelated.exists()
+    assert not stale.exists()
+    assert mine.exists()
+    assert unrelated.exists()

@@ -23,10 +23,12 @@ def test_refuses_on_a_cpu_machine_with_one_line(tmp_path):
     assert result.returncode == 2
     assert result.stdout == ""
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("gpu-check: no usable NVIDIA GPU here"), result.stderr
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("gpu-check: no usable NVIDIA GPU here"), result.stderr
     assert not out.exists()  # nothing written
 
 
 def test_without_outdir_it_prints_its_usage():
     result = _run()
-    assert result.returncode == 2 and result.stderr.strip() == "gpu-check: usage: scripts/gpu-check.sh OUTDIR"
+    assert result.returncode == 2
+    assert result.stderr.strip() == "gpu-check: usage: scripts/gpu-check.sh OUTDIR"

@@ -25,7 +25,8 @@ def test_uses_options(clip_lengths, targets, engine_dir):
 
 def test_cpu_options(clip_lengths, targets, engine_dir):
     assert clip_lengths == [5.0, 10.0, 30.0] or clip_lengths == [2.5, 7.0]
-    assert targets.for_clip(5).latency_ms == 360
+    from iris_pipeline.config import load_targets
+    assert targets == load_targets()  # the shipped targets when --targets is not given
     assert engine_dir.is_dir()
 '''
 
@@ -45,7 +46,9 @@ def test_gpu_marker_skips_with_reason_without_cuda(tmp_path: Path):
     proc = _run(tmp_path, "-m", "gpu", "--engine-dir", str(tmp_path / "eng"))
     out = proc.stdout
     assert proc.returncode == 0, out + proc.stderr
-    assert "2 skipped" in out and "passed" not in out.split("\n")[-2] and "error" not in out.lower()
+    assert "2 skipped" in out
+    assert "passed" not in out.split("\n")[-2]
+    assert "error" not in out.lower()
     assert "needs a CUDA device" in out
 
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from iris_pipeline.config import STAGE_ORDER, PipelineConfig, StageConfig
+from iris_pipeline.config import STAGE_ORDER, PipelineConfig, VallexConfig, Wav2LipConfig
 from iris_pipeline.metrics import capture_context, git_info, repository_root
 
 REQUIRED = [
@@ -44,20 +44,23 @@ def test_context_has_every_key_and_the_checkout_commit() -> None:
     stamp = datetime.fromisoformat(context["timestamp_utc"])
     assert stamp.utcoffset() == timezone.utc.utcoffset(None)
     assert abs((datetime.now(timezone.utc) - stamp).total_seconds()) < 120
-    assert context["config_hash"] == "n/a" and context["vallex_backend"] == "n/a"
+    assert context["config_hash"] == "n/a"
+    assert context["vallex_backend"] == "n/a"
     assert torch.cuda.is_initialized() == was_initialised  # capturing never creates a CUDA context
     json.dumps(context)  # fits a JSON record as is
 
 
 def test_context_carries_the_pipeline_settings() -> None:
-    config = PipelineConfig(size="tiny", device="cpu", vallex=StageConfig(precision="bf16", backend="compile"),
-                            wav2lip=StageConfig(precision="int8", backend="tensorrt", device="cuda:1"))
+    config = PipelineConfig(size="tiny", device="cpu", vallex=VallexConfig(precision="bf16", backend="compile"),
+                            wav2lip=Wav2LipConfig(precision="int8", backend="tensorrt", device="cuda:1"))
     context = capture_context(config)
     assert context["config_hash"] == config.config_hash()
     assert (context["vallex_precision"], context["vallex_backend"]) == ("bf16", "compile")
     assert (context["wav2lip_precision"], context["wav2lip_backend"]) == ("int8", "tensorrt")
-    assert context["wav2lip_device"] == "cuda:1" and context["rvc_device"] == "cpu"
-    assert context["size"] == "tiny" and context["stages"] == "rvc,vallex,fastpitch,wav2lip"
+    assert context["wav2lip_device"] == "cuda:1"
+    assert context["rvc_device"] == "cpu"
+    assert context["size"] == "tiny"
+    assert context["stages"] == "rvc,vallex,fastpitch,wav2lip"
 
 
 @pytest.mark.skipif(shutil.which("git") is None, reason="needs the git command")
@@ -79,7 +82,8 @@ def test_iris_info_prints_a_table_and_json() -> None:
     assert set(REQUIRED) <= set(data)
     table = runner.invoke(app, ["info"])
     assert table.exit_code == 0, table.output
-    assert "git_commit" in table.output and data["torch_version"] in table.output
+    assert "git_commit" in table.output
+    assert data["torch_version"] in table.output
 
 
 def test_iris_info_with_a_config_file(tmp_path: Path) -> None:
@@ -90,7 +94,9 @@ def test_iris_info_with_a_config_file(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["info", "--json", "--config", str(config)])
     assert result.exit_code == 0, result.output
     data = json.loads(result.output)
-    assert data["vallex_precision"] == "bf16" and data["size"] == "tiny" and data["config_hash"] != "n/a"
+    assert data["vallex_precision"] == "bf16"
+    assert data["size"] == "tiny"
+    assert data["config_hash"] != "n/a"
 
 
 def test_gpu_facts_come_from_nvml_where_it_works(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -116,6 +122,9 @@ def test_gpu_facts_come_from_nvml_where_it_works(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setattr(context_module, "load_nvml", lambda: (fake, None))
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
     info = context_module.gpu_info()
-    assert info["gpu_name"] == "NVIDIA H100 80GB HBM3" and info["gpu_count"] == 2
-    assert info["driver_version"] == "550.54.15" and info["cuda_driver_version"] == "12.4"
-    assert info["gpu_compute_capability"] == "9.0" and info["gpu_memory_gb"] == 80.0
+    assert info["gpu_name"] == "NVIDIA H100 80GB HBM3"
+    assert info["gpu_count"] == 2
+    assert info["driver_version"] == "550.54.15"
+    assert info["cuda_driver_version"] == "12.4"
+    assert info["gpu_compute_capability"] == "9.0"
+    assert info["gpu_memory_gb"] == 80.0

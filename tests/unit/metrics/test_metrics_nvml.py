@@ -121,11 +121,13 @@ def test_without_nvml_on_this_machine_everything_is_unavailable_not_zero() -> No
     with NvmlSampler(period_s=0.01) as sampler:
         time.sleep(0.03)
     summary = sampler.summary()
-    assert summary.available is False and not sampler.available
+    assert summary.available is False
+    assert not sampler.available
     assert "NVML" in summary.reason
     _assert_all_nan(summary, "peak_mem_gb", "gpu_busy_pct", "driver_busy_period_s", "sm_active_pct",
                     "sm_occupancy_pct")
-    assert summary.mem_method == "n/a" and summary.n_samples == 0
+    assert summary.mem_method == "n/a"
+    assert summary.n_samples == 0
     assert math.isnan(sampler.current_mem_gb())
     assert device_used_bytes() == {}
 
@@ -135,20 +137,23 @@ def test_nvml_library_missing_or_failing_gives_the_reason(monkeypatch: pytest.Mo
     with NvmlSampler([0], 0.01, nvml=failing) as sampler:
         pass
     summary = sampler.summary()
-    assert not summary.available and "NVML Shared Library Not Found" in summary.reason
+    assert not summary.available
+    assert "NVML Shared Library Not Found" in summary.reason
     _assert_all_nan(summary, "peak_mem_gb", "gpu_busy_pct", "sm_active_pct", "sm_occupancy_pct")
 
     monkeypatch.setitem(sys.modules, "pynvml", None)  # the package itself cannot be imported
     with NvmlSampler([0], 0.01) as sampler:
         pass
-    assert not sampler.available and "nvidia-ml-py" in sampler.summary().reason
+    assert not sampler.available
+    assert "nvidia-ml-py" in sampler.summary().reason
 
 
 def test_no_cuda_device_to_sample() -> None:
     fake = FakeNvml()
     with NvmlSampler(["cpu"], 0.01, nvml=fake) as sampler:
         pass
-    assert not sampler.available and "no CUDA device" in sampler.reason
+    assert not sampler.available
+    assert "no CUDA device" in sampler.reason
     assert fake.inits == fake.shutdowns == 1
 
 
@@ -159,12 +164,14 @@ def test_per_process_figure_is_used_where_the_driver_lists_this_pid() -> None:
     fake.used = 11 * GiB
     sampler.stop()
     summary = sampler.summary()
-    assert summary.available and summary.reason is None
+    assert summary.available
+    assert summary.reason is None
     assert summary.mem_method == PER_PROCESS
     assert summary.peak_mem_gb == pytest.approx(4.0)  # our process only, not the device's 11 GiB
     assert summary.gpu_busy_pct == pytest.approx(40.0)
     assert summary.driver_busy_period_s == pytest.approx(1 / 6, rel=1e-3)
-    assert summary.n_samples >= 2 and summary.sample_period_s == 0.01
+    assert summary.n_samples >= 2
+    assert summary.sample_period_s == 0.01
     assert fake.inits == fake.shutdowns == 1
 
 
@@ -222,7 +229,8 @@ def test_a_window_too_short_for_gpm_says_so() -> None:
     with NvmlSampler([0], 0.01, nvml=fake) as sampler:
         pass
     summary = sampler.summary()
-    assert math.isnan(summary.sm_active_pct) and "shorter" in summary.gpm_reason
+    assert math.isnan(summary.sm_active_pct)
+    assert "shorter" in summary.gpm_reason
 
 
 def test_reset_starts_a_new_window() -> None:

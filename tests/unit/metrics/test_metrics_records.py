@@ -33,9 +33,12 @@ def test_csv_round_trip_marks_missing_figures_na(tmp_path: Path) -> None:
     back = read_csv(path)
     assert list(back[0]) == ["clip_s", "stage", "latency_ms", "sm_active_pct", "gpu_name", "ok"]
     assert back[0]["latency_ms"] == "12.345678901234"  # full precision
-    assert back[0]["sm_active_pct"] == "n/a" and back[1]["gpu_name"] == "n/a"  # unmeasured is never 0
-    assert back[0]["gpu_name"] == "n/a" and back[1]["ok"] == "true"
-    assert parse_number(back[1]["latency_ms"]) == 3.5 and math.isnan(parse_number(back[0]["sm_active_pct"]))
+    assert back[0]["sm_active_pct"] == "n/a"
+    assert back[1]["gpu_name"] == "n/a"  # unmeasured is never 0
+    assert back[0]["gpu_name"] == "n/a"
+    assert back[1]["ok"] == "true"
+    assert parse_number(back[1]["latency_ms"]) == 3.5
+    assert math.isnan(parse_number(back[0]["sm_active_pct"]))
     assert _visible(tmp_path) == ["bench.csv"]
 
 
@@ -53,7 +56,8 @@ def test_json_is_standard_json(tmp_path: Path) -> None:
     obj = {"peak_mem_gb": math.nan, "n": np.int64(3), "path": tmp_path, "xs": np.arange(3), "inf": math.inf}
     path = write_json(tmp_path / "bench.json", obj)
     text = path.read_text()
-    assert "NaN" not in text and "Infinity" not in text
+    assert "NaN" not in text
+    assert "Infinity" not in text
     back = json.loads(text)
     assert back == {"peak_mem_gb": None, "n": 3, "path": str(tmp_path), "xs": [0, 1, 2], "inf": None}
     assert oct(path.stat().st_mode & 0o777) == oct(0o644)
@@ -118,7 +122,8 @@ def test_a_writer_killed_mid_write_leaves_the_old_file_intact(tmp_path: Path, ki
     assert target.read_bytes() == before
     assert _visible(tmp_path) == [target.name]  # nothing partial under a visible name
     partial = [p for p in tmp_path.iterdir() if p.name.startswith(f".{target.name}.") and p.name.endswith(".tmp")]
-    assert len(partial) == 1 and partial[0].stat().st_size > 0  # proof that it died mid-write
+    assert len(partial) == 1
+    assert partial[0].stat().st_size > 0  # proof that it died mid-write
 
 
 def test_history_survives_a_writer_killed_mid_append(tmp_path: Path) -> None:

@@ -37,7 +37,8 @@ def test_summary_matches_numpy(name: str) -> None:
     assert s.n == x.size
     assert s.mean == pytest.approx(np.mean(x), rel=1e-12)
     assert s.std == pytest.approx(np.std(x, ddof=1), rel=1e-12, abs=1e-12)
-    assert s.min == np.min(x) and s.max == np.max(x)
+    assert s.min == np.min(x)
+    assert s.max == np.max(x)
     for q, got in ((50, s.p50), (90, s.p90), (95, s.p95), (99, s.p99)):
         assert got == pytest.approx(np.percentile(x, q, method="linear"), rel=1e-12)
     assert s.median == s.p50 == pytest.approx(np.median(x), rel=1e-12)
@@ -93,7 +94,9 @@ def test_bootstrap_ci_covers_the_true_median_about_95_percent_of_the_time() -> N
 
 def test_single_sample_and_bad_input() -> None:
     s = Summary.from_samples([4.0])
-    assert s.n == 1 and s.p99 == 4.0 and (s.median_ci_low, s.median_ci_high) == (4.0, 4.0)
+    assert s.n == 1
+    assert s.p99 == 4.0
+    assert (s.median_ci_low, s.median_ci_high) == (4.0, 4.0)
     assert math.isnan(s.std)
     with pytest.raises(ValueError, match="empty"):
         Summary.from_samples([])
@@ -105,7 +108,8 @@ def test_single_sample_and_bad_input() -> None:
 
 def test_as_dict_prefixes_every_figure() -> None:
     d = Summary.from_samples([1.0, 2.0, 3.0], n_boot=10).as_dict("latency_ms")
-    assert d["latency_ms_p50"] == 2.0 and d["latency_ms_n"] == 3
+    assert d["latency_ms_p50"] == 2.0
+    assert d["latency_ms_n"] == 3
     assert {"latency_ms_median_ci_low", "latency_ms_median_ci_high", "latency_ms_p99", "latency_ms_std"} <= set(d)
 
 

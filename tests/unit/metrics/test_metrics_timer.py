@@ -65,7 +65,8 @@ def test_nested_threads_add_ms_and_reset() -> None:
     assert timer.totals_ms()["encode"] == 12.5
     assert timer.totals_ms()["outer"] >= timer.totals_ms()["inner"]
     timer.reset()
-    assert timer.totals_ms() == {} and timer.names() == []
+    assert timer.totals_ms() == {}
+    assert timer.names() == []
     with pytest.raises(ValueError):
         with timer.region(""):
             pass

@@ -2,7 +2,7 @@
 
 The expected values under tests/data/parity/ were produced by the official implementations
 (tools/parity/official_av.py documents how and at which commits); the networks of both sides get
-the same seeded weights (`tests.support.parity.seeded_weights`), so no weights are stored.
+the same seeded weights (`tests.support.parity`), so no weights are stored.
 Tolerances are stated per test, with the error measured when the fixtures were made.
 """
 
@@ -22,23 +22,16 @@ from iris_pipeline.models.rmvpe import estimate_f0
 from iris_pipeline.models.s3fd import preprocess
 from iris_pipeline.stages.wav2lip import Wav2LipStage
 from iris_pipeline.timebase import frames_for_columns
-from tests.support.parity import seeded_weights
+from tests.support.parity import with_seeded_weights
 
 PARITY = Path(__file__).resolve().parents[2] / "data" / "parity"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: small CPU ops, one thread
 
 
 def seeded(name: str, seed: int) -> torch.nn.Module:
-    model = models.build(name, "full")
-    model.load_state_dict(seeded_weights(model.state_dict(), seed))
-    return model.eval()
+    return with_seeded_weights(models.build(name, "full"), seed)
 
 
 # --- S3FD ---------------------------------------------------------------------------------------------
@@ -116,12 +109,12 @@ def test_rvc_conversion_equals_the_official_pipeline():
     data = np.load(PARITY / "rvc_conversion.npz")
     rmvpe_seed, hubert_seed, synth_seed, noise_seed = (int(s) for s in data["seeds"])
     # the narrow networks of the fixture: one 768-d HuBERT layer, a synthesizer 16 channels wide
-    hubert = HubertModel(HubertConfig(conv_channels=32, embed_dim=768, ffn_dim=128, n_layers=1, n_heads=12,
-                                      conv_pos=16, conv_pos_groups=4, final_dim=16, n_label_rows=24)).eval()
-    hubert.load_state_dict(seeded_weights(hubert.state_dict(), hubert_seed))
-    synth = SynthesizerTrnMs768NSFsid(replace(tiny_config(FULL_CONFIGS["rvc_v2_40k"]), content_channels=768))
-    synth.load_state_dict(seeded_weights(synth.state_dict(), synth_seed))
-    synth.eval().fold_weight_norms()
+    hubert = with_seeded_weights(HubertModel(HubertConfig(
+        conv_channels=32, embed_dim=768, ffn_dim=128, n_layers=1, n_heads=12, conv_pos=16, conv_pos_groups=4,
+        final_dim=16, n_label_rows=24)), hubert_seed)
+    synth = with_seeded_weights(SynthesizerTrnMs768NSFsid(
+        replace(tiny_config(FULL_CONFIGS["rvc_v2_40k"]), content_channels=768)), synth_seed)
+    synth.fold_weight_norms()
     converter = VoiceConverter(hubert, seeded("rmvpe", rmvpe_seed), synth, CHUNKS_FULL, interpolate_unvoiced=True,
                                rms_mix_rate=0.25)
     assert converter.sample_rate == int(data["sample_rate"])

@@ -45,14 +45,17 @@ def test_tensorrt_stages_fall_back_per_stage_and_say_why():
     assert context["profile"] == "optimised"
     assert "wav2lip: tensorrt int8 -> compile fp16" in context["profile_fallbacks"]
     assert NO_TENSORRT in context["profile_fallbacks"]
-    assert len(resolved.notes()) == 2 and all("fell back" in n for n in resolved.notes())
+    assert len(resolved.notes()) == 2
+    assert all("fell back" in n for n in resolved.notes())
 
 
 def test_where_tensorrt_runs_nothing_falls_back():
     optimised = profiles.load_profile("optimised")
     resolved = profiles.resolve(optimised, _config(optimised), unavailable=lambda device: None)
-    assert resolved.config.wav2lip.backend == "tensorrt" and resolved.config.wav2lip.precision == "int8"
-    assert resolved.fallbacks == {} and resolved.context()["profile_fallbacks"] == "none"
+    assert resolved.config.wav2lip.backend == "tensorrt"
+    assert resolved.config.wav2lip.precision == "int8"
+    assert resolved.fallbacks == {}
+    assert resolved.context()["profile_fallbacks"] == "none"
 
 
 def test_config_file_overrides_the_profile_and_flags_override_both():
@@ -60,9 +63,10 @@ def test_config_file_overrides_the_profile_and_flags_override_both():
     file_data = {"wav2lip": {"precision": "fp16", "options": {"backend": {"workspace_gb": 2.0}}}}
     cfg = _config(optimised, file_data)
     assert (cfg.wav2lip.backend, cfg.wav2lip.precision) == ("tensorrt", "fp16")
-    assert cfg.wav2lip.options == {"backend": {"workspace_gb": 2.0}}
+    assert cfg.wav2lip.options.model_dump(exclude_unset=True) == {"backend": {"workspace_gb": 2.0}}
     flagged = _config(optimised, file_data, stage_backend={"wav2lip": "eager"})
-    assert flagged.wav2lip.backend == "eager" and flagged.fastpitch.backend == "tensorrt"
+    assert flagged.wav2lip.backend == "eager"
+    assert flagged.fastpitch.backend == "tensorrt"
 
 
 @pytest.mark.parametrize("text,expected", [
@@ -75,7 +79,8 @@ def test_bad_profiles_are_refused_with_one_line(tmp_path, text, expected):
     path.write_text(text)
     with pytest.raises(ConfigError) as info:
         profiles.load_profile(path)
-    assert expected in str(info.value) and len(str(info.value).splitlines()) == 1
+    assert expected in str(info.value)
+    assert len(str(info.value).splitlines()) == 1
 
 
 def test_bench_refuses_an_unknown_profile_with_one_line(monkeypatch, capsys):
@@ -83,7 +88,9 @@ def test_bench_refuses_an_unknown_profile_with_one_line(monkeypatch, capsys):
     with pytest.raises(SystemExit) as info:
         benchmark_runner.main()
     err = capsys.readouterr().err.strip()
-    assert info.value.code != 0 and "--profile turbo: no such profile" in err and len(err.splitlines()) == 1
+    assert info.value.code != 0
+    assert "--profile turbo: no such profile" in err
+    assert len(err.splitlines()) == 1
 
 
 def test_speedup_rows_compare_medians_of_the_same_run(tmp_path):
@@ -93,8 +100,11 @@ def test_speedup_rows_compare_medians_of_the_same_run(tmp_path):
     optimised = profiles.load_profile("optimised")
     resolved = profiles.resolve(optimised, _config(optimised), unavailable=lambda device: NO_TENSORRT)
     rows = profiles.speedup_rows(resolved, [clip(5.0, [100.0, 110.0, 90.0])], [clip(5.0, [140.0, 150.0, 130.0])])
-    assert rows[0]["latency_ms_median"] == 100.0 and rows[0]["eager_latency_ms_median"] == 140.0
-    assert rows[0]["speedup_vs_eager"] == 1.4 and "compile fp16" in rows[0]["profile_fallbacks"]
+    assert rows[0]["latency_ms_median"] == 100.0
+    assert rows[0]["eager_latency_ms_median"] == 140.0
+    assert rows[0]["speedup_vs_eager"] == 1.4
+    assert "compile fp16" in rows[0]["profile_fallbacks"]
     path = profiles.write_speedup(rows, tmp_path)
     lines = path.read_text().splitlines()
-    assert lines[0].split(",") == list(profiles.SPEEDUP_COLUMNS) and lines[1].startswith("5.0,optimised,100.0,140.0,1.4,")
+    assert lines[0].split(",") == list(profiles.SPEEDUP_COLUMNS)
+    assert lines[1].startswith("5.0,optimised,100.0,140.0,1.4,")

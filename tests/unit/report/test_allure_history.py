@@ -90,8 +90,12 @@ def test_environment_properties_name_the_software_and_escape_values() -> None:
                                    "host": "a=b:c"})
     lines = dict(line.split("=", 1) for line in text.splitlines())
     assert list(lines) == list(ENVIRONMENT_KEYS)
-    assert lines["gpu"] == "NVIDIA A100-SXM4-80GB" and lines["tensorrt"] == "9.1.0" and lines["commit"] == "abc"
-    assert lines["commit_dirty"] == "false" and lines["host"] == "a\\=b\\:c" and lines["python"] == "n/a"
+    assert lines["gpu"] == "NVIDIA A100-SXM4-80GB"
+    assert lines["tensorrt"] == "9.1.0"
+    assert lines["commit"] == "abc"
+    assert lines["commit_dirty"] == "false"
+    assert lines["host"] == "a\\=b\\:c"
+    assert lines["python"] == "n/a"
 
 
 def _node_major() -> int | None:
@@ -157,7 +161,8 @@ def test_two_runs_build_reports_whose_history_holds_both(tmp_path: Path, allure_
                 "memory_vs_clip.png"} <= set(attached)
         assert (results / attached["latency_vs_clip.png"]["source"]).read_bytes().startswith(b"\x89PNG")
         figures = {p["name"]: p for p in within["parameters"]}
-        assert figures["latency_ms_p50"]["value"] == repr(100.0 + run) and figures["latency_ms_p50"]["excluded"]
+        assert figures["latency_ms_p50"]["value"] == repr(100.0 + run)
+        assert figures["latency_ms_p50"]["excluded"]
         _report(results, tmp_path / f"report-{run}", history)
 
     entries = [json.loads(line) for line in history.read_text(encoding="utf-8").splitlines() if line.strip()]

@@ -45,7 +45,8 @@ def test_runs_the_gpu_suite_with_allure_benchmark_json_and_ab_on_pull_requests(w
     assert "./scripts/test.sh -m gpu" in run
     for option in ("--alluredir allure-results", "--benchmark-json bench.json", "-p tests.perf.allure_support"):
         assert option in run
-    assert '--ab-base "origin/$BASE_REF"' in run and '"$EVENT" = "pull_request"' in run
+    assert '--ab-base "origin/$BASE_REF"' in run
+    assert '"$EVENT" = "pull_request"' in run
 
 
 def test_publishes_allure_with_history_comments_and_gates(workflow) -> None:
@@ -58,6 +59,8 @@ def test_publishes_allure_with_history_comments_and_gates(workflow) -> None:
     assert "iris report" in steps["IRIS report (Markdown, HTML fragment, plots)"]["run"]
     assert "--lang en" in steps["IRIS report (Markdown, HTML fragment, plots)"]["run"]
     comment = steps["Post the summary table on the pull request"]
-    assert comment["uses"].startswith("actions/github-script@") and "createComment" in comment["with"]["script"]
+    assert comment["uses"].startswith("actions/github-script@")
+    assert "createComment" in comment["with"]["script"]
     gate = steps["Gate"]
-    assert gate["if"] == "always()" and "exit 1" in gate["run"]
+    assert gate["if"] == "always()"
+    assert "exit 1" in gate["run"]

@@ -60,13 +60,16 @@ def test_report_of_a_runner_output_shows_the_csv_numbers_and_the_verdicts(runner
     header_at = next(i for i, line in enumerate(lines) if line.startswith("| clip (s) | runs |"))
     header = [c.strip() for c in lines[header_at].strip("|").split(" | ")]
     row = dict(zip(header, [c.strip() for c in lines[header_at + 2].strip("|").split(" | ")], strict=True))
-    assert float(row["clip (s)"]) == CLIP_S and int(row["runs"]) == int(e2e["n_runs"]) == 8
+    assert float(row["clip (s)"]) == CLIP_S
+    assert int(row["runs"]) == int(e2e["n_runs"]) == 8
     assert math.isclose(float(row["latency p50 (ms)"]), float(e2e["latency_ms_p50"]), abs_tol=0.05)
     assert math.isclose(float(row["first chunk p50 (ms)"]), float(e2e["first_chunk_ms_p50"]), abs_tol=0.05)
-    assert row["peak memory (GB)"] == "n/a" and row["latency target (ms)"] == "0.0"
+    assert row["peak memory (GB)"] == "n/a"
+    assert row["latency target (ms)"] == "0.0"
     assert row["verdict"] == "FAIL (latency_ms)"
     problems = text.split("## 4.")[1].split("## 5.")[0]
-    assert "1 s clip latency: measured" in problems and "→ missed" in problems
+    assert "1 s clip latency: measured" in problems
+    assert "→ missed" in problems
     assert "1 s clip memory (peak): cannot be decided (INVALID) — unavailable" in problems
 
 

@@ -24,14 +24,7 @@ from tests.support.manifests import (
     random_state_dict,
 )
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Small CPU ops run faster without intra-op threads on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: small CPU ops, one thread
 
 
 @pytest.fixture(scope="module")

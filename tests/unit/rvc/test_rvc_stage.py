@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from iris_pipeline.audio import Waveform
-from iris_pipeline.config import StageConfig
+from iris_pipeline.config import RVCConfig, parse_pipeline_config
 from iris_pipeline.errors import ConfigError, InputError
 from iris_pipeline.models.rvc.inference import split_points
 from iris_pipeline.stages.rvc import RVCStage
@@ -20,17 +20,12 @@ from iris_pipeline.timebase import CODEC_RATE
 RATES = {"rvc_v2_40k": 40000, "rvc_v2_48k": 48000}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: small CPU ops, one thread
 
 
 def make_stage(tmp_path, **options) -> RVCStage:
     options = {"cache_dir": str(tmp_path / "cache"), **options}
-    stage = RVCStage(StageConfig(precision="fp32", options=options), size="tiny")
+    stage = RVCStage(RVCConfig(precision="fp32", options=options), size="tiny")
     stage.prepare()
     return stage
 
@@ -201,4 +196,4 @@ def test_bad_reference_gives_one_clear_line(stages, reference, words):
 ])
 def test_bad_options_are_config_errors(options, words):
     with pytest.raises(ConfigError, match=words.replace("(", r"\(").replace(")", r"\)")):
-        RVCStage(StageConfig(options=options), size="tiny")
+        parse_pipeline_config({"rvc": {"options": options}})

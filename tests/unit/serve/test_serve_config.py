@@ -32,7 +32,8 @@ def test_serving_defaults_are_safe():
 def test_bad_serving_values_are_one_line(serving, needle):
     with pytest.raises(ConfigError) as err:
         parse_pipeline_config({"serving": serving})
-    assert needle in str(err.value) and "\n" not in str(err.value)
+    assert needle in str(err.value)
+    assert "\n" not in str(err.value)
 
 
 def test_gpu_shares_follow_the_chain_device():
@@ -50,7 +51,8 @@ def test_gpu_shares_follow_the_chain_device():
     assert gpu_share(cfg.serving.frames, "frames", on_gpus=True) == 1.0
     cfg.serving.frames.autoscaling = {"min_replicas": 1, "max_replicas": 3}
     frames = all_deployment_options(cfg)["Frames"]
-    assert "num_replicas" not in frames and frames["autoscaling_config"]["max_replicas"] == 3
+    assert "num_replicas" not in frames
+    assert frames["autoscaling_config"]["max_replicas"] == 3
 
 
 def test_emitted_config_is_a_valid_serve_deploy_file(tmp_path):
@@ -120,7 +122,8 @@ def test_loadtest_refusal_is_one_line():
     proc = subprocess.run([sys.executable, "-m", "iris_pipeline", "loadtest", "http://192.0.2.1:8000"],
                           capture_output=True, text=True, timeout=120, env=env)
     assert proc.returncode == 2
-    assert proc.stderr.count("\n") == 1 and "only targets loopback addresses" in proc.stderr
+    assert proc.stderr.count("\n") == 1
+    assert "only targets loopback addresses" in proc.stderr
 
 
 def test_closed_loop_rate_counts_after_the_fill():
@@ -133,4 +136,5 @@ def test_closed_loop_rate_counts_after_the_fill():
     assert phase.rate_cps == pytest.approx(0.6)
     assert phase.gaps_s == [1.0, 2.0, 2.0]  # the completions' spacing, for the rate's interval
     failed = phase_of(2, records + [{"ok": False, "end": 17.0, "error": "HTTP 503: overloaded"}], 60)
-    assert not failed.valid and "HTTP 503" in failed.why_invalid
+    assert not failed.valid
+    assert "HTTP 503" in failed.why_invalid

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import base64
 import json
-import math
 import socket
 import threading
 import time
@@ -24,6 +23,7 @@ requests = pytest.importorskip("requests")
 from iris_pipeline.audio import read_audio  # noqa: E402
 from iris_pipeline.config import PipelineConfig  # noqa: E402
 from iris_pipeline.pipeline import Job, Pipeline  # noqa: E402
+from tests.support.chain import FACE, tiny_config, voiced_samples  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "data"
 TOKEN = "s3cret-token-for-tests"
@@ -33,12 +33,8 @@ MAX_INFLIGHT = 2
 TEXT = "Hello there. This clip is rendered by the served chain, chunk by chunk."
 
 
-def tiny_config(tmp: Path) -> PipelineConfig:
-    cfg = PipelineConfig(size="tiny", device="cpu", seed=0)
-    for stage in cfg.stages:
-        cfg.stage(stage).precision = "fp32"
-    cfg.stage("rvc").options = {"cache": False}
-    cfg.chunking.chunk_seconds = 2.5
+def served_config(tmp: Path) -> PipelineConfig:
+    cfg = tiny_config(chunk_seconds=2.5)
     serving = cfg.serving
     serving.port = _free_port()
     serving.token_file = tmp / "token"
@@ -62,7 +58,7 @@ def served(tmp_path_factory):
     from iris_pipeline.serve import launch
 
     tmp = tmp_path_factory.mktemp("serve")
-    cfg = tiny_config(tmp)
+    cfg = served_config(tmp)
     (tmp / "token").write_text(TOKEN + "\n")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
@@ -74,11 +70,8 @@ def served(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def voice_file(tmp_path_factory) -> Path:
-    sr = 16000
-    t = np.arange(2 * sr) / sr
-    voiced = 0.3 * np.sin(2 * math.pi * 140 * t) * (1 + 0.5 * np.sin(2 * math.pi * 3 * t))
     path = tmp_path_factory.mktemp("voice") / "ref.wav"
-    soundfile.write(path, voiced.astype(np.float32), sr, subtype="FLOAT")  # read back exactly
+    soundfile.write(path, voiced_samples(2.0, 16000), 16000, subtype="FLOAT")  # read back exactly
     return path
 
 
@@ -88,7 +81,7 @@ def ids(served, voice_file) -> dict[str, str]:
     voice = requests.post(f"{url}/v1/voices", params={"transcript": "a short reference", "language": "en"},
                           data=voice_file.read_bytes(), headers=AUTH, timeout=120)
     assert voice.status_code == 201, voice.text
-    avatar = requests.post(f"{url}/v1/avatars", data=(DATA / "astronaut_face.jpg").read_bytes(),
+    avatar = requests.post(f"{url}/v1/avatars", data=(FACE).read_bytes(),
                            headers={**AUTH, "content-type": "image/jpeg"}, timeout=120)
     assert avatar.status_code == 201, avatar.text
     assert avatar.json()["height"] == 256 and avatar.json()["width"] == 256
@@ -134,7 +127,7 @@ def test_http_render_equals_in_process_render(served, ids, voice_file, tmp_path)
     local_cfg = cfg.model_copy(deep=True)
     pipeline = Pipeline(local_cfg)
     try:
-        avatar = pipeline.prepare_avatar(DATA / "astronaut_face.jpg")
+        avatar = pipeline.prepare_avatar(FACE)
         pipeline.prepare()
         expected = pipeline.render(Job(text=TEXT, language="en", reference=read_audio(voice_file),
                                        transcript="a short reference", avatar=avatar, seconds=4.0, seed=3))

@@ -29,17 +29,20 @@ def test_finetune_command_reports_bad_pairs_trains_and_saves_a_loadable_checkpoi
     assert result.exit_code == 0, result.output
     for name in bad_pairs:
         assert f"skipped {name}: " in result.output
-    assert "6 utterance(s)" in result.output and "step 4, loss" in result.output
+    assert "6 utterance(s)" in result.output
+    assert "step 4, loss" in result.output
     models.load("vallex", out, "tiny")
 
 
 def test_finetune_command_refuses_bad_options_with_one_line(data_dir, tmp_path):
     result = CliRunner().invoke(app, ["finetune", "--data", str(data_dir), "--steps", "1", "--size", "tiny",
                                       "--precision", "int4", "--out", str(tmp_path / "x.pt")])
-    assert isinstance(result.exception, ConfigError) and "--precision must be one of" in str(result.exception)
+    assert isinstance(result.exception, ConfigError)
+    assert "--precision must be one of" in str(result.exception)
     with pytest.raises(ConfigError, match="--resume needs --init"):
         run_finetune(options(data_dir, tmp_path, tmp_path / "y.pt", 1, resume=True))
-    assert not (tmp_path / "x.pt").exists() and not (tmp_path / "y.pt").exists()
+    assert not (tmp_path / "x.pt").exists()
+    assert not (tmp_path / "y.pt").exists()
 
 
 def test_resumed_run_equals_the_uninterrupted_run(data_dir, tmp_path):
@@ -60,7 +63,8 @@ def test_benchmark_rows_on_the_cpu_show_what_checkpointing_saves(tmp_path):
     rows = run_benchmark("tiny", "cpu", batch_size=2, seconds=2.0, cases=cases, warmup=1, steps=2)
     assert [(r["checkpointing"], r["precision"]) for r in rows] == [(False, "fp32"), (True, "fp32")]
     for row in rows:
-        assert row["step_ms_median"] > 0 and row["finite_losses"]
+        assert row["step_ms_median"] > 0
+        assert row["finite_losses"]
         assert math.isnan(row["torch_peak_allocated_gb"])  # no allocator peak on the CPU: said, not faked
     plain, checkpointed = rows
     assert checkpointed["saved_activations_gb"] < plain["saved_activations_gb"]
@@ -85,6 +89,7 @@ def test_finetune_bench_command_writes_a_csv_with_context(tmp_path):
 
 def test_synthetic_benchmark_batch_has_the_requested_shape():
     batch = synthetic_batch(3, 10.0)
-    assert batch.codes.shape == (3, 750, 8) and batch.text.shape == (3, 150)
+    assert batch.codes.shape == (3, 750, 8)
+    assert batch.text.shape == (3, 150)
     with pytest.raises(ConfigError):
         synthetic_batch(0, 1.0)

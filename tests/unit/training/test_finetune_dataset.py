@@ -30,7 +30,9 @@ def test_good_pairs_are_loaded_with_their_phonemes_and_codes(finetune_data, data
         info = sf.info(str(data_dir / f"utt{i}.wav"))
         samples_24k = round(info.frames * 24000 / info.samplerate)
         assert u.codes.shape == (math.ceil(samples_24k / 320), 8)
-        assert u.codes.dtype == torch.long and 0 <= int(u.codes.min()) and int(u.codes.max()) < 1024
+        assert u.codes.dtype == torch.long
+        assert 0 <= int(u.codes.min())
+        assert int(u.codes.max()) < 1024
 
 
 def test_every_bad_pair_is_reported_by_name_with_its_reason(finetune_data, bad_pairs):
@@ -84,7 +86,9 @@ def test_a_wrong_cached_code_entry_is_encoded_again(data_dir, tiny_encodec, limi
     capsys.readouterr()
     again = load_dataset(folder, encoder, "en", limits)
     lines = capsys.readouterr().err.strip().splitlines()
-    assert (again.encoded, again.cache_hits) == (1, 0) and len(lines) == 1 and key in lines[0], lines
+    assert (again.encoded, again.cache_hits) == (1, 0), lines
+    assert len(lines) == 1, lines
+    assert key in lines[0], lines
     assert torch.equal(first.utterances[0].codes, again.utterances[0].codes)
 
 
@@ -116,10 +120,14 @@ def test_collate_pads_with_zeros_and_masks_say_what_is_real(finetune_data):
     assert batch.codes.shape == (3, max(u.frames for u in utterances), 8)
     for i, u in enumerate(utterances):
         n, t = len(u.text), u.frames
-        assert torch.equal(batch.text[i, :n], u.text) and int(batch.text[i, n:].abs().sum()) == 0
-        assert torch.equal(batch.codes[i, :t], u.codes) and int(batch.codes[i, t:].abs().sum()) == 0
-        assert batch.text_mask[i].sum() == n and batch.code_mask[i].sum() == t
-        assert bool(batch.code_mask[i, :t].all()) and not bool(batch.code_mask[i, t:].any())
+        assert torch.equal(batch.text[i, :n], u.text)
+        assert int(batch.text[i, n:].abs().sum()) == 0
+        assert torch.equal(batch.codes[i, :t], u.codes)
+        assert int(batch.codes[i, t:].abs().sum()) == 0
+        assert batch.text_mask[i].sum() == n
+        assert batch.code_mask[i].sum() == t
+        assert bool(batch.code_mask[i, :t].all())
+        assert not bool(batch.code_mask[i, t:].any())
     assert batch.frames == sum(u.frames for u in utterances)
     assert batch.names == tuple(u.name for u in utterances)
 

@@ -50,7 +50,8 @@ def test_gradient_accumulation_averages_the_micro_batch_gradients():
     trainer = fresh(settings)
     reference = copy.deepcopy(trainer.model)
     result = trainer.step(micro)
-    assert result.step == 1 and len(result.nar_stages) == 2
+    assert result.step == 1
+    assert len(result.nar_stages) == 2
 
     g = torch.Generator().manual_seed(4)
     total = sum(training_loss(reference, b, draw_nar(b, g)).total for b in micro) / 2
@@ -79,7 +80,8 @@ def test_checkpoint_is_the_official_layout_and_loads_strictly(tmp_path):
     trainer.step([collate(synthetic_set(2))])
     path = save_checkpoint(tmp_path / "ft.pt", trainer.model, trainer)
     raw = torch.load(path, weights_only=True)
-    assert set(raw) == {"model", "batch_idx_train"} and raw["batch_idx_train"] == 1
+    assert set(raw) == {"model", "batch_idx_train"}
+    assert raw["batch_idx_train"] == 1
     state = raw["model"]
     assert list(state) == list(trainer.model.state_dict())
     # same names as the official file, up to the number of layers
@@ -96,7 +98,8 @@ def test_checkpoint_is_the_official_layout_and_loads_strictly(tmp_path):
     torch.save(raw, tmp_path / "incomplete.pt")
     with pytest.raises(CheckpointError, match="ar_predict_layer.weight"):
         models.load("vallex", tmp_path / "incomplete.pt", "tiny")
-    assert trainer_state_path(path).is_file() and not list(tmp_path.glob(".*"))  # no temporary file left
+    assert trainer_state_path(path).is_file()
+    assert not list(tmp_path.glob(".*"))  # no temporary file left
 
 
 def test_a_reloaded_checkpoint_continues_to_the_same_loss(tmp_path):
@@ -115,7 +118,8 @@ def test_a_reloaded_checkpoint_continues_to_the_same_loss(tmp_path):
     got = [resumed.step([b]) for b in stream[3:]]
     print(f"losses after reload {[r.loss for r in got]} vs uninterrupted {[r.loss for r in expected]}")
     for a, b in zip(got, expected, strict=True):
-        assert a.nar_stages == b.nar_stages and a.step == b.step
+        assert a.nar_stages == b.nar_stages
+        assert a.step == b.step
         assert abs(a.loss - b.loss) <= 1e-5 * max(1.0, abs(b.loss))
     for (name, p), q in zip(resumed.model.named_parameters(), uninterrupted.model.parameters(), strict=True):
         torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6, msg=name)

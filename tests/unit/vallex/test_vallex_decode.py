@@ -9,19 +9,13 @@ from iris_pipeline import models
 from iris_pipeline.errors import InputError
 from iris_pipeline.models.vallex.config import EOS_ID
 from iris_pipeline.models.vallex.decode import DecodeRequest, Sampling, VallexDecoder, gumbel_argmax
-from iris_pipeline.models.vallex.perf import count_step_kernels, hbm_floor, synthetic_requests, time_ar_steps
+from tests.support.vallex_perf import count_step_kernels, hbm_floor, synthetic_requests, time_ar_steps
 
 # KV-cache logits vs full recompute, fp32: observed max |diff| ~1e-6 (summation order only).
 LOGIT_ATOL = 1e-4
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny matrices: one thread is fastest, and the machine's cores are shared."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: small CPU ops, one thread
 
 
 @pytest.fixture(scope="module")

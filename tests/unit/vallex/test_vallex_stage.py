@@ -8,21 +8,15 @@ import pytest
 import torch
 
 from iris_pipeline.audio import Waveform
-from iris_pipeline.config import StageConfig
+from iris_pipeline.config import VallexConfig, parse_pipeline_config
 from iris_pipeline.errors import ConfigError, InputError
 from iris_pipeline.stages.vallex import VallexPrompt, VallexStage
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: small CPU ops, one thread
 
 
 def make_stage(**options) -> VallexStage:
-    stage = VallexStage(StageConfig(precision="fp32", options=options), size="tiny")
+    stage = VallexStage(VallexConfig(precision="fp32", options=options), size="tiny")
     stage.prepare()
     return stage
 
@@ -81,11 +75,11 @@ def test_long_text_mode_keeps_the_total_frame_count(prompt):
 
 def test_bad_options_name_the_key():
     with pytest.raises(ConfigError, match="vallex.options.beam: unknown option"):
-        VallexStage(StageConfig(options={"beam": 3}), size="tiny")
+        parse_pipeline_config({"vallex": {"options": {"beam": 3}}})
     with pytest.raises(ConfigError, match="vallex.options.temperature"):
-        VallexStage(StageConfig(options={"temperature": 0}), size="tiny")
+        parse_pipeline_config({"vallex": {"options": {"temperature": 0}}})
     with pytest.raises(ConfigError, match="vallex.options.decoder"):
-        VallexStage(StageConfig(options={"decoder": "hifigan"}), size="tiny")
+        parse_pipeline_config({"vallex": {"options": {"decoder": "hifigan"}}})
 
 
 def test_bad_inputs_are_one_line_errors(stage, prompt):

@@ -48,7 +48,8 @@ def test_the_bundled_cascade_finds_the_face_in_a_real_photograph(photo_rgb):
     assert box is not None
     assert _centre_inside(box, FACE)
     width, height = box[2] - box[0], box[3] - box[1]
-    assert 35 <= width <= 80 and 35 <= height <= 80
+    assert 35 <= width <= 80
+    assert 35 <= height <= 80
 
 
 def test_a_blank_image_has_no_face():
@@ -62,7 +63,9 @@ def test_auto_detector_without_checkpoint_is_the_cascade():
 def test_photo_avatar_has_official_padding_crops_and_is_cached(tmp_path, photo_rgb):
     cache = DiskCache(tmp_path / "cache")
     avatar = prepare_avatar(PHOTO, fps=25.0, cache=cache)
-    assert avatar.still and avatar.num_frames == 1 and avatar.frames.shape == (1, 256, 256, 3)
+    assert avatar.still
+    assert avatar.num_frames == 1
+    assert avatar.frames.shape == (1, 256, 256, 3)
     assert avatar.frames[0].numpy().tolist() == photo_rgb.tolist()
     (raw,) = CascadeDetector().detect(photo_rgb[None])
     y1, y2, x1, x2 = avatar.boxes[0].tolist()
@@ -201,8 +204,12 @@ def test_a_wrong_avatar_entry_is_rebuilt_once_with_one_line(tmp_path, capsys, da
     capsys.readouterr()
     again = prepare_avatar(PHOTO, fps=25.0, detector=detector, cache=cache)
     lines = capsys.readouterr().err.strip().splitlines()
-    assert detector.calls == 2 and len(lines) == 1 and first.key in lines[0] and why in lines[0], lines
+    assert detector.calls == 2, lines
+    assert len(lines) == 1, lines
+    assert first.key in lines[0], lines
+    assert why in lines[0], lines
     assert np.array_equal(again.frames.numpy(), first.frames.numpy())
     assert np.array_equal(again.boxes.numpy(), first.boxes.numpy())
     prepare_avatar(PHOTO, fps=25.0, detector=detector, cache=cache)  # repaired: a plain hit now
-    assert detector.calls == 2 and capsys.readouterr().err == ""
+    assert detector.calls == 2
+    assert capsys.readouterr().err == ""

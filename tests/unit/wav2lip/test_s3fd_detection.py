@@ -81,11 +81,14 @@ def test_s3fd_detector_feeds_rgb_frames_and_returns_the_best_box():
     frames = np.zeros((3, 128, 128, 3), dtype=np.uint8)
     frames[..., 0] = 200  # red in RGB
     boxes = S3FDDetector(spy, batch_size=2).detect(frames)
-    assert len(spy.seen) == 2 and spy.seen[0].shape == (2, 3, 128, 128)
+    assert len(spy.seen) == 2
+    assert spy.seen[0].shape == (2, 3, 128, 128)
     assert spy.seen[0][0, :, 0, 0].tolist() == [200 - 104.0, 0 - 117.0, 0 - 123.0]
-    assert len(boxes) == 3 and boxes[0] == boxes[2]
+    assert len(boxes) == 3
+    assert boxes[0] == boxes[2]
     x1, y1, x2, y2 = boxes[0]
-    assert x1 < 16 * 3 + 8 < x2 and y1 < 16 * 2 + 8 < y2  # around the prior centre of level 2, (y=2, x=3)
+    assert x1 < 16 * 3 + 8 < x2
+    assert y1 < 16 * 2 + 8 < y2  # around the prior centre of level 2, (y=2, x=3)
 
 
 def test_tiny_s3fd_runs_on_frames():
@@ -98,6 +101,7 @@ def test_auto_detector_with_a_checkpoint_is_s3fd_keyed_by_the_weights(tmp_path):
     path = tmp_path / "s3fd.pth"
     torch.save(models.build("s3fd", "tiny", seed=1).state_dict(), path)
     first = make_face_detector("auto", path, size="tiny")
-    assert isinstance(first, S3FDDetector) and first.cache_id.startswith("s3fd:")
+    assert isinstance(first, S3FDDetector)
+    assert first.cache_id.startswith("s3fd:")
     torch.save(models.build("s3fd", "tiny", seed=2).state_dict(), path)
     assert make_face_detector("auto", path, size="tiny").cache_id != first.cache_id

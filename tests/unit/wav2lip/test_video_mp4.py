@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from iris_pipeline.subtitles import WordTiming
 from iris_pipeline.timebase import fps_fraction, video_frame_count
-from iris_pipeline.video import Mp4Writer, read_mp4_info
+from iris_pipeline.video import Mp4Writer, close_with_subtitles, read_mp4_info
 
 
 # The official Wav2Lip count: M = 1 + ceil(N * 16000 / sr) // 200 mel columns; frames i with
@@ -41,3 +42,41 @@ def test_a_failed_write_leaves_nothing(tmp_path):
             writer.write_frames(np.zeros((2, 16, 16, 3), np.uint8))
             writer.write_frames(np.zeros((1, 8, 8, 3), np.uint8))
     assert list(tmp_path.iterdir()) == []
+
+
+def _small_clip(path):
+    writer = Mp4Writer(path, 25.0, width=16, height=16)
+    writer.write_frames(np.zeros((3, 16, 16, 3), dtype=np.uint8))
+    return writer
+
+
+def test_a_clip_closes_with_its_subtitles(tmp_path):
+    mp4, vtt = close_with_subtitles(_small_clip(tmp_path / "clip.mp4"), [WordTiming("hi", 0.0, 0.1)])
+    assert mp4 == tmp_path / "clip.mp4"
+    assert vtt == tmp_path / "clip.vtt"
+    assert read_mp4_info(mp4).frame_count == 3
+    assert "hi" in vtt.read_text()
+
+
+def test_an_mp4_that_fails_to_close_takes_its_subtitles_with_it(tmp_path, monkeypatch):
+    writer = _small_clip(tmp_path / "clip.mp4")
+
+    def disk_full():
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(writer, "close", disk_full)
+    with pytest.raises(OSError):
+        close_with_subtitles(writer, [WordTiming("hi", 0.0, 0.1)])
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_subtitles_that_fail_leave_no_mp4(tmp_path, monkeypatch):
+    import iris_pipeline.video as video
+
+    def read_only(path, words):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(video, "write_webvtt", read_only)
+    with pytest.raises(PermissionError):
+        close_with_subtitles(_small_clip(tmp_path / "clip.mp4"), [WordTiming("hi", 0.0, 0.1)])
+    assert sorted(p.name for p in tmp_path.iterdir()) == []

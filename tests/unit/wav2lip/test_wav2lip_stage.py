@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from iris_pipeline.audio import Waveform, read_audio, wav2lip_mel
-from iris_pipeline.config import StageConfig
+from iris_pipeline.config import Wav2LipConfig, parse_pipeline_config
 from iris_pipeline.errors import ConfigError, InputError
 from iris_pipeline.stages.contracts import FramesRequest
 from iris_pipeline.stages.wav2lip import Wav2LipStage, check_speech_length
@@ -50,7 +50,7 @@ def test_window_starts_equal_the_official_formula(fps, total, extra):
 @pytest.fixture(scope="module")
 def stage(tmp_path_factory) -> Wav2LipStage:
     cache = tmp_path_factory.mktemp("avatars")
-    s = Wav2LipStage(StageConfig(precision="fp32", options={"batch_size": 16, "cache_dir": str(cache)}),
+    s = Wav2LipStage(Wav2LipConfig(precision="fp32", options={"batch_size": 16, "cache_dir": str(cache)}),
                      size="tiny")
     s.prepare()
     return s
@@ -192,12 +192,12 @@ def test_a_mel_chunk_that_misses_a_window_is_a_bug_not_a_silent_shift(stage, ava
 @pytest.mark.parametrize("options, key", [({"batch_size": 0}, "batch_size"), ({"face_detector": "dlib"}, "face_detector"),
                                           ({"pads": [1, 2]}, "pads"), ({"colour": 1}, "colour")])
 def test_bad_options_name_the_key(options, key):
-    with pytest.raises(ConfigError, match=rf"^wav2lip\.options\.{key}: "):
-        Wav2LipStage(StageConfig(options=options), size="tiny")
+    with pytest.raises(ConfigError, match=rf"^config: wav2lip\.options\.{key}: "):
+        parse_pipeline_config({"wav2lip": {"options": options}})
 
 
 def test_s3fd_without_its_checkpoint_is_a_config_error(tmp_path):
-    stage = Wav2LipStage(StageConfig(options={"face_detector": "s3fd", "cache_dir": str(tmp_path)}), size="tiny")
+    stage = Wav2LipStage(Wav2LipConfig(options={"face_detector": "s3fd", "cache_dir": str(tmp_path)}), size="tiny")
     with pytest.raises(ConfigError, match="s3fd_checkpoint"):
         stage.prepare_avatar(PHOTO)
 
