@@ -11,7 +11,8 @@ chunks through the stages' typed methods (`stages.contracts`):
     lipsync  the job's `LipsyncStream` stitches the chunk, FastPitchStage.align_chunk aligns it
              (subtitles; in the fastpitch mode also the lip-sync mel), the stream places the mel
              and says which frames became ready (a `FramesRequest`)
-    render   Wav2LipStage.render_frames for those frames, frames to the host
+    render   Wav2LipStage.render_frames for those frames, frames to the host; the ready chunks of
+             several jobs share one call
 
 so chunk k is in Wav2Lip while chunk k+1 is in VALL-E X, and several jobs can be in flight. The
 workers only move items between queues, one item type per queue (`_SpeechWork`, `_FramesWork`;
@@ -655,41 +656,92 @@ class Pipeline:
     # --- the render worker: Wav2Lip --------------------------------------------------------------
 
     def _render_worker(self) -> None:
+        held = None  # an item taken while gathering that did not fit the batch: the next batch's first
         while True:
-            item = self._render_in.get()
-            if item is _STOP:
+            items, held = self._take_render_items(held)
+            self._render_items([item for item in items if item is not _STOP])
+            if items[-1] is _STOP:
                 return
-            if self._closed:
-                self._abandon(item.handle)
-                continue
-            if item.failure is not None:  # from the lipsync worker
-                item.handle._deliver(_Failure(item.failure))
-                continue
-            try:
-                output = self._render(item)
-            except BaseException as exc:  # noqa: BLE001
-                item.handle._deliver(_Failure(exc))
-                continue
-            item.handle._deliver(output)
 
-    def _render(self, work: _FramesWork) -> ChunkOutput:
-        handle, speech, request = work.handle, work.chunk.speech, work.chunk.frames
+    def _take_render_items(self, held: _FramesWork | None) -> tuple[list[Any], _FramesWork | None]:
+        """The render queue's items that are ready, in queue order: the first (waited for, unless one
+        was held back), then those already waiting while their frames fit in one Wav2Lip batch
+        (`wav2lip.options.batch_size`; the first is taken whatever its size). Returns them and the
+        item taken that did not fit, if any."""
+        limit = self.wav2lip.options.batch_size
+        items = [held if held is not None else self._render_in.get()]
+        frames = _frame_count(items[0])
+        while items[-1] is not _STOP and frames < limit:
+            try:
+                item = self._render_in.get_nowait()
+            except queue.Empty:
+                break
+            if frames + _frame_count(item) > limit:
+                return items, item
+            items.append(item)
+            frames += _frame_count(item)
+        return items, None
+
+    def _render_items(self, items: list[_FramesWork]) -> None:
+        """Render the chunks among `items` together and deliver every item to its job, in queue
+        order (so each job's chunks stay in order); failures from the lipsync worker pass through."""
+        if self._closed:
+            for item in items:
+                self._abandon(item.handle)
+            return
+        works = [item for item in items if item.failure is None]
+        outputs = dict(zip(map(id, works), self._render(works), strict=True))
+        for item in items:
+            item.handle._deliver(_Failure(item.failure) if item.failure is not None else outputs[id(item)])
+
+    def _render(self, works: list[_FramesWork]) -> list[ChunkOutput | _Failure]:
+        """Chunk outputs of several jobs' chunks, their frames rendered in one stage call."""
         device = self.placement.devices["wav2lip"]
         with self.placement.on("wav2lip"):
-            self.placement.accept("wav2lip", work.ready, [speech.samples, request.mel])
-            if request.frame_count:
-                with handle.timer.region("wav2lip", device):
-                    on_device = dataclasses.replace(request, mel=request.mel.to(device))
-                    frames = self.wav2lip.render_frames([on_device])[0].frames
-            else:
-                frames = torch.empty((0, 0, 0, 3), dtype=torch.uint8)
-            samples = speech.samples.detach().float().cpu()  # on this stream: after the accepted mark
-        self._notify("wav2lip", handle.job.job_id, work.index, -1, request.frame_count)
-        alignment = work.alignment
-        return ChunkOutput(job_id=handle.job.job_id, index=work.index, last=speech.last, speech=samples,
-                           speech_start=speech.start, frames=frames, frame_start=request.frame_start,
-                           timings=alignment.timings if alignment is not None else [],
-                           words=alignment.words if alignment is not None else [], ready_at=time.perf_counter())
+            for work in works:
+                self.placement.accept("wav2lip", work.ready, [work.chunk.speech.samples, work.chunk.frames.mel])
+            drawn = [work for work in works if work.chunk.frames.frame_count]
+            rendered = dict(zip(map(id, drawn), self._render_frames(drawn, device), strict=True))
+            # on this stream: after the accepted marks
+            samples = [work.chunk.speech.samples.detach().float().cpu() for work in works]
+        outputs: list[ChunkOutput | _Failure] = []
+        for work, speech_samples in zip(works, samples, strict=True):
+            frames = rendered.get(id(work), torch.empty((0, 0, 0, 3), dtype=torch.uint8))
+            if isinstance(frames, BaseException):
+                outputs.append(_Failure(frames))
+                continue
+            handle, speech, request, alignment = work.handle, work.chunk.speech, work.chunk.frames, work.alignment
+            self._notify("wav2lip", handle.job.job_id, work.index, -1, request.frame_count)
+            outputs.append(ChunkOutput(
+                job_id=handle.job.job_id, index=work.index, last=speech.last, speech=speech_samples,
+                speech_start=speech.start, frames=frames, frame_start=request.frame_start,
+                timings=alignment.timings if alignment is not None else [],
+                words=alignment.words if alignment is not None else [], ready_at=time.perf_counter()))
+        return outputs
+
+    def _render_frames(self, works: list[_FramesWork], device: torch.device) -> list[torch.Tensor | BaseException]:
+        """Each chunk's frames from one `render_frames` call; where that call fails, each chunk
+        alone, so a bad request fails only its own job. The call's wall time is the Wav2Lip time of
+        every job in it, once: each waited for all of it (the frames are on the host when it returns)."""
+        if not works:
+            return []
+        requests = [dataclasses.replace(work.chunk.frames, mel=work.chunk.frames.mel.to(device)) for work in works]
+        try:
+            start = time.perf_counter()
+            results = self.wav2lip.render_frames(requests)
+            elapsed_ms = (time.perf_counter() - start) * 1e3
+        except BaseException as exc:  # noqa: BLE001 - delivered to the job(s) it belongs to
+            if len(works) == 1:
+                return [exc]
+            return [self._render_frames([work], device)[0] for work in works]
+        for handle in {id(work.handle): work.handle for work in works}.values():  # once per job, whatever its chunks
+            handle.timer.add_ms("wav2lip", elapsed_ms)
+        return [result.frames for result in results]
+
+
+def _frame_count(item: Any) -> int:
+    """Frames a render queue item asks for (0 for a failure or the stop mark)."""
+    return item.chunk.frames.frame_count if isinstance(item, _FramesWork) and item.chunk is not None else 0
 
 
 def _default_stage(name: str, config: PipelineConfig, device: torch.device) -> Any:

@@ -11,6 +11,10 @@ Config: each side resolves its own defaults. Only the options set explicitly (th
 keys, the flags, the size the benchmark chose) travel to the workers; an option the base's code does
 not know is dropped there, and the report says so in one line per option.
 
+Two settings of one tree: `--ab-base-set KEY=VALUE` (repeatable; e.g. vallex.options.scheduler=static)
+sets dotted config keys on the base side only. Without a ref or base directory the base is the
+working tree itself, so the check compares the two settings with the same statistics.
+
 Pairs: a pilot of abtest.PILOT_PAIRS pairs measures the noise (abtest.paired_cv); abtest.choose_pairs then
 picks the smallest pair count whose simulated power reaches abtest.SIZED_POWER for a true
 abtest.SIZED_SLOWDOWN at that noise, up to `max_pairs` (the pilot pairs count towards it).
@@ -36,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from iris_pipeline.benchmark import abtest, inputs
+from iris_pipeline.benchmark.session import with_setting
 from iris_pipeline.benchmark.settings import BenchSettings
 from iris_pipeline.config import PipelineConfig
 from iris_pipeline.errors import InputError, IrisError
@@ -57,6 +62,7 @@ class ABOptions:
     alpha: float = abtest.ALPHA
     min_slowdown: float = abtest.MIN_SLOWDOWN
     floor_ms: float = abtest.FLOOR_MS
+    base_set: dict[str, Any] = field(default_factory=dict)  # dotted config key -> value, the base side only
 
     def __post_init__(self) -> None:
         if self.pairs is not None and self.pairs < abtest.MIN_PAIRS:
@@ -169,7 +175,8 @@ class ABRun:
 
 @dataclass(frozen=True)
 class ABInputs:
-    """What both workers get: the explicitly set options, the job's inputs, scripts per clip length."""
+    """What both workers get: the explicitly set options (the base's with `--ab-base-set` applied),
+    the job's inputs, scripts per clip length."""
 
     options: dict[str, Any]
     clip_lengths: list[float]
@@ -178,6 +185,23 @@ class ABInputs:
     reference_wav: Path
     transcript: str
     avatar: Path
+    base_options: dict[str, Any] | None = None  # None: the same as `options`
+
+
+def parse_base_settings(items: list[str] | None) -> dict[str, Any]:
+    """`--ab-base-set KEY=VALUE` items -> {dotted key: value}; the value is read as YAML (8, true, static)."""
+    import yaml
+
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip() or not text.strip():
+            raise InputError(f"--ab-base-set {item!r}: expected KEY=VALUE, e.g. vallex.options.scheduler=static")
+        try:
+            out[key.strip()] = yaml.safe_load(text.strip())
+        except yaml.YAMLError:
+            raise InputError(f"--ab-base-set {item!r}: the value is not a YAML scalar") from None
+    return out
 
 
 def run_ab(base_root: Path, head_root: Path, job: ABInputs, opts: ABOptions, log_dir: Path,
@@ -190,7 +214,8 @@ def run_ab(base_root: Path, head_root: Path, job: ABInputs, opts: ABOptions, log
         for worker, args in zip(workers, factory_args, strict=True):
             if progress:
                 progress(f"A/B: preparing the {worker.label} pipeline")
-            answer = worker.request(op="prepare", config=job.options, avatar=str(job.avatar),
+            options = job.base_options if worker.label == "base" and job.base_options is not None else job.options
+            answer = worker.request(op="prepare", config=options, avatar=str(job.avatar),
                                     reference=str(job.reference_wav), transcript=job.transcript,
                                     language=job.language, factory=factory, factory_args=args)
             notes += [f"the {worker.label} does not know the option {key}: dropped there (the other side runs it)"
@@ -297,13 +322,21 @@ def run_ab_command(command: ABCommand, console: Any, progress: Progress | None,
             if not (Path(base_dir) / "iris_pipeline").is_dir():
                 raise InputError(f"--ab-base-dir {base_dir}: no iris_pipeline package in that directory")
             base_root, base_sha, base_ref = Path(base_dir).resolve(), "n/a", str(base_dir)
-        else:
+        elif ref is not None:
             base_root = tmp / "base"
             base_sha, base_ref = export_ref(head_root, ref, base_root), ref
+        else:  # --ab-base-set alone: the working tree against itself with other settings
+            base_root, base_sha, base_ref = head_root, "n/a", "the working tree"
+        if opts.base_set:
+            base_ref += " with " + ", ".join(f"{k}={v}" for k, v in opts.base_set.items())
+        options = explicit_options(config)
+        base_options = options
+        for key, value in opts.base_set.items():
+            base_options = with_setting(base_options, key, value)
         reference = inputs.load_reference(settings.reference, settings.seed)
         reference_wav = tmp / "reference.wav"
         sf.write(str(reference_wav), reference.samples.cpu().numpy(), reference.sample_rate, subtype="FLOAT")
-        job = ABInputs(options=explicit_options(config), clip_lengths=settings.clip_lengths,
+        job = ABInputs(options=options, base_options=base_options, clip_lengths=settings.clip_lengths,
                        scripts={L: inputs.script_for(L, settings.language) for L in settings.clip_lengths},
                        language=settings.language, reference_wav=reference_wav,
                        transcript=settings.transcript or inputs.reference_transcript(settings.language),
@@ -316,6 +349,7 @@ def run_ab_command(command: ABCommand, console: Any, progress: Progress | None,
     write_json(out_dir / "ab.json", {
         "format": AB_FORMAT, "verdict": run.verdict, "base_ref": base_ref, "base_commit": base_sha,
         "settings": {**opts.__dict__, "order": "alternating A B / B A per pair", "options_sent": job.options,
+                     "base_options_sent": job.base_options,
                      **settings.model_dump(mode="json")},
         "notes": run.notes, "rules": " ".join((abtest.__doc__ or "").split()),
         "clips": [{**row, "base_ms": c.base_ms, "head_ms": c.head_ms} for row, c in zip(rows, run.clips, strict=True)],

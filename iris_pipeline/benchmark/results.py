@@ -1,4 +1,5 @@
-"""From measurements to files: bench.csv rows, bench.json, verdicts, summary.json (formats: schema.py).
+"""From measurements to files: bench.csv and throughput.csv rows, bench.json, verdicts, summary.json
+(formats: schema.py).
 
 bench.json:
     {"format": "iris-bench/1", "context": {...}, "settings": {...}, "config": {...}, "placement": {...},
@@ -12,7 +13,8 @@ bench.json:
                                 "sm_occupancy_pct", "gpm_reason"},
                 "runs": [{"index", "seed", "latency_ms", "first_chunk_ms", "stage_ms", "encode_ms", ...}],
                 "warmup_runs": [...]}],
-     "rows": [the bench.csv rows]}
+     "rows": [the bench.csv rows], "scheduler": the configured tts scheduler,
+     "throughput_rows": [the throughput.csv rows without the context]}
 summary.json:
     {"format": "iris-bench-summary/1", "verdict": "PASS|FAIL|INVALID", "counts": {...},
      "rules": "...", "gates": [Verdict.as_dict() ...], "targets_file", "gpu", "targets_key",
@@ -119,6 +121,23 @@ def csv_rows(result: BenchResult) -> list[dict[str, Any]]:
     return [{c: {**row, **result.context}.get(c, math.nan) for c in columns} for row in rows]
 
 
+def throughput_rows(result: BenchResult, context: bool = True) -> list[dict[str, Any]]:
+    """throughput.csv: per clip length and concurrency, the configured scheduler's phase and, beside
+    it, each other scheduler's (`--schedulers`); every row carries the context unless `context` is False."""
+    measured = [(result.scheduler, clip.clip_s, clip.phases) for clip in result.clips]
+    measured += [(other.scheduler, other.clip_s, other.phases) for other in result.other_schedulers]
+    order = list(dict.fromkeys(name for name, _, _ in measured))
+    rows = [{"clip_s": clip_s, "scheduler": name, "concurrency": p.concurrency, "clips_per_s": p.rate_cps,
+             "p50_ms": p.latency_percentile(50), "p99_ms": p.latency_percentile(99), "completed": p.counted,
+             "valid": p.valid, "source": p.source}
+            for name, clip_s, phases in measured for p in phases]
+    rows.sort(key=lambda r: (r["clip_s"], r["concurrency"], order.index(r["scheduler"])))
+    if not context:
+        return rows
+    columns = schema.throughput_columns(list(result.context))
+    return [{c: {**row, **result.context}.get(c, math.nan) for c in columns} for row in rows]
+
+
 def evaluate(result: BenchResult, targets: Any) -> list[verdicts.Verdict]:
     """Every gate of the targets file (for this GPU) at every measured clip length. MARGINAL verdicts
     carry the policy: the settings' `marginal` where given, else the targets file's."""
@@ -172,7 +191,8 @@ def bench_json(result: BenchResult, rows: list[dict[str, Any]]) -> dict[str, Any
     return {"format": schema.BENCH_JSON_FORMAT, "context": result.context, "settings": result.resolved.as_dict(),
             "config": result.config, "placement": result.placement, "notes": result.notes,
             "engines": result.engines, "build_memory": result.build_nvml.as_dict(),
-            "started_utc": result.started_utc, "duration_s": result.duration_s, "clips": clips, "rows": rows}
+            "started_utc": result.started_utc, "duration_s": result.duration_s, "clips": clips, "rows": rows,
+            "scheduler": result.scheduler, "throughput_rows": throughput_rows(result, context=False)}
 
 
 def summary_json(result: BenchResult, found: list[verdicts.Verdict], targets_file: str,
@@ -194,14 +214,15 @@ def summary_json(result: BenchResult, found: list[verdicts.Verdict], targets_fil
 
 def write_outputs(result: BenchResult, found: list[verdicts.Verdict], out_dir: Path, targets_file: str,
                   history: Path | None = None) -> dict[str, Path]:
-    """bench.csv, bench.json and summary.json in `out_dir` (each written atomically); rows appended
-    to `history` when given."""
+    """bench.csv, throughput.csv, bench.json and summary.json in `out_dir` (each written atomically);
+    rows appended to `history` when given."""
     out_dir = Path(out_dir)
     rows = csv_rows(result)
     columns = schema.csv_columns(list(result.context))
-    paths = {"csv": out_dir / schema.BENCH_CSV, "json": out_dir / schema.BENCH_JSON,
-             "summary": out_dir / schema.SUMMARY_JSON}
+    paths = {"csv": out_dir / schema.BENCH_CSV, "throughput": out_dir / schema.THROUGHPUT_CSV,
+             "json": out_dir / schema.BENCH_JSON, "summary": out_dir / schema.SUMMARY_JSON}
     write_csv(paths["csv"], rows, columns)
+    write_csv(paths["throughput"], throughput_rows(result), schema.throughput_columns(list(result.context)))
     write_json(paths["json"], bench_json(result, rows))
     files = {k: str(p) for k, p in paths.items()}
     if history is not None:

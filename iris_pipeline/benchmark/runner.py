@@ -10,10 +10,13 @@ It drives any object with the `Pipeline` API (`submit(job) -> handle` with `chun
    outside the latency). While a time gate's interval still straddles its target (`more_runs`),
    more runs follow, half the planned count at a time, up to `max_runs`;
 3. throughput: closed loops of c clients (each submits its next job when its last one finished),
-   c = 1, 2, 4, ... until the rate improves by less than `saturation_gain` (or `max_concurrency`).
+   c = 1, 2, 4, ... until the rate improves by less than `saturation_gain` (or `max_concurrency`),
+   or exactly the `concurrencies` of the settings when they are given (the fastest one saturates).
    The first c completions of a phase fill the pipeline and are not counted; the rate is the
-   completions after them over the time they took. The measured runs are themselves the c = 1
-   loop: where they meet the phase minimum, c = 1 is taken from them (runs / summed latency);
+   completions after them over the time they took, and their latencies (submit -> whole result)
+   give the phase's p50 / p99. The measured runs are themselves the c = 1 loop: where they meet
+   the phase minimum, c = 1 is taken from them (runs / summed latency). Another setting (e.g. the
+   other tts scheduler) is measured at the same concurrencies by `throughput_phases`;
 4. memory and utilisation, one window per L (`open_window`): before L's warm-up the previous
    window's caches are released (the pipeline's own caches where it offers `release_caches()`,
    Python garbage, the torch allocator's unused blocks); after the warm-up the NVML, allocator and
@@ -84,9 +87,15 @@ class Phase:
     why_invalid: str | None
     source: str = "closed loop"  # or "latency runs" (c = 1 taken from the measured runs)
     gaps_s: list[float] = field(default_factory=list)  # the counted completions' spacing; sums to window_s
+    latencies_ms: list[float] = field(default_factory=list)  # the counted jobs', submit -> whole result
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
+
+    def latency_percentile(self, q: float) -> float:
+        """The q-th percentile of the counted jobs' latencies (numpy's linear interpolation, as every
+        percentile of the benchmark); NaN without counted jobs."""
+        return float(np.percentile(self.latencies_ms, q)) if self.latencies_ms else math.nan
 
     def rate_interval(self, n_boot: int, seed: int, confidence: float) -> tuple[float, float] | None:
         """Bootstrap interval of the rate: resample the completion gaps (rate = 1 / their mean);
@@ -169,11 +178,17 @@ def encode_result(result: Any, directory: Path) -> float:
     return (time.perf_counter() - start) * 1e3
 
 
+def phase_seed(seed: int) -> int:
+    """The first job seed of the throughput phases of a run seeded `seed` (their own range)."""
+    return seed + 10_000
+
+
 def throughput_phase(target: BenchTarget, clip_s: float, concurrency: int, min_seconds: float, min_clips: int,
                      max_seconds: float, seed: int) -> Phase:
     """`concurrency` clients each run jobs back to back until the phase's minimum is met."""
     lock = threading.Lock()
     done_at: list[float] = []
+    latencies: list[float] = []  # in completion order, beside done_at
     errors: list[BaseException] = []
     stop = threading.Event()
     seeds = iter(range(seed, seed + 10**9))
@@ -183,6 +198,7 @@ def throughput_phase(target: BenchTarget, clip_s: float, concurrency: int, min_s
             with lock:
                 job_seed = next(seeds)
             try:
+                submitted = time.perf_counter()
                 target.pipeline.submit(target.make_job(clip_s, job_seed)).result()
             except BaseException as exc:  # noqa: BLE001 - reported by the phase
                 with lock:
@@ -191,6 +207,7 @@ def throughput_phase(target: BenchTarget, clip_s: float, concurrency: int, min_s
                 return
             with lock:
                 done_at.append(time.perf_counter())
+                latencies.append((done_at[-1] - submitted) * 1e3)
 
     threads = [threading.Thread(target=client, name=f"iris-bench-client-{i}", daemon=True)
                for i in range(concurrency)]
@@ -203,6 +220,7 @@ def throughput_phase(target: BenchTarget, clip_s: float, concurrency: int, min_s
         time.sleep(0.002)
         with lock:
             stamps = list(done_at)
+            finished_ms = list(latencies)
         if errors:
             break
         counted = len(stamps) - concurrency
@@ -223,7 +241,8 @@ def throughput_phase(target: BenchTarget, clip_s: float, concurrency: int, min_s
     window_s = stamps[-1] - stamps[concurrency - 1] if counted else math.nan
     rate = counted / window_s if counted and window_s > 0 else math.nan
     gaps = [float(g) for g in np.diff(stamps[concurrency - 1:])] if counted else []
-    return Phase(concurrency, rate, counted, window_s, min(len(stamps), concurrency), valid, why, gaps_s=gaps)
+    return Phase(concurrency, rate, counted, window_s, min(len(stamps), concurrency), valid, why, gaps_s=gaps,
+                 latencies_ms=finished_ms[concurrency:])
 
 
 def phase_from_runs(runs: list[RunSample], min_seconds: float, min_clips: int) -> Phase | None:
@@ -235,7 +254,7 @@ def phase_from_runs(runs: list[RunSample], min_seconds: float, min_clips: int) -
     if len(runs) < 2 or not (busy_s >= min_seconds or len(runs) >= min_clips):
         return None
     return Phase(1, len(runs) / busy_s, len(runs), busy_s, 0, True, None, source="latency runs",
-                 gaps_s=[r.latency_ms / 1e3 for r in runs])
+                 gaps_s=[r.latency_ms / 1e3 for r in runs], latencies_ms=[r.latency_ms for r in runs])
 
 
 def ramp(target: BenchTarget, clip_s: float, resolved: Resolved, seed: int,
@@ -251,10 +270,7 @@ def ramp(target: BenchTarget, clip_s: float, resolved: Resolved, seed: int,
         if concurrency == 1 and first is not None:
             phase = first
         else:
-            if progress:
-                progress(f"clip {clip_s:g} s: throughput at concurrency {concurrency}")
-            phase = throughput_phase(target, clip_s, concurrency, resolved.phase_min_seconds,
-                                     resolved.phase_min_clips, s.phase_max_seconds, seed + 100_000 * concurrency)
+            phase = _closed_loop(target, clip_s, resolved, concurrency, seed, progress)
         phases.append(phase)
         improved = best is None or (not math.isnan(phase.rate_cps)
                                     and phase.rate_cps > best.rate_cps * (1 + s.saturation_gain))
@@ -267,6 +283,31 @@ def ramp(target: BenchTarget, clip_s: float, resolved: Resolved, seed: int,
         note = (f"the rate still improved at max_concurrency {resolved.max_concurrency}: the saturating "
                 "concurrency may be higher")
     return phases, (best.concurrency if best is not None else None), note
+
+
+def fixed_levels(target: BenchTarget, clip_s: float, resolved: Resolved, seed: int, progress: Progress | None = None,
+                 first: Phase | None = None) -> tuple[list[Phase], int | None, str | None]:
+    """The phases at exactly `settings.concurrencies` (no ramp; `first`: an already measured
+    concurrency-1 phase); the saturating concurrency is the fastest of them."""
+    phases = [first if c == 1 and first is not None else _closed_loop(target, clip_s, resolved, c, seed, progress)
+              for c in resolved.settings.concurrencies]
+    best = max((p for p in phases if not math.isnan(p.rate_cps)), key=lambda p: p.rate_cps, default=None)
+    return phases, (best.concurrency if best is not None else None), None
+
+
+def throughput_phases(target: BenchTarget, clip_s: float, resolved: Resolved, concurrencies: list[int], seed: int,
+                      progress: Progress | None = None) -> list[Phase]:
+    """One closed-loop phase at each of `concurrencies`, no ramp: another setting measured at the
+    concurrencies a ramp chose, with the ramp's job seeds (`seed` as given to `ramp`)."""
+    return [_closed_loop(target, clip_s, resolved, c, seed, progress) for c in concurrencies]
+
+
+def _closed_loop(target: BenchTarget, clip_s: float, resolved: Resolved, concurrency: int, seed: int,
+                 progress: Progress | None) -> Phase:
+    if progress:
+        progress(f"clip {clip_s:g} s: throughput at concurrency {concurrency}")
+    return throughput_phase(target, clip_s, concurrency, resolved.phase_min_seconds, resolved.phase_min_clips,
+                            resolved.settings.phase_max_seconds, seed + 100_000 * concurrency)
 
 
 def release_caches(target: BenchTarget) -> None:
@@ -326,7 +367,8 @@ def measure_clip(target: BenchTarget, clip_s: float, resolved: Resolved, sampler
     saturating, note = None, None
     if s.throughput:
         first = phase_from_runs(runs, resolved.phase_min_seconds, resolved.phase_min_clips)
-        phases, saturating, note = ramp(target, clip_s, resolved, s.seed + 10_000, progress, first)
+        levels = fixed_levels if s.concurrencies else ramp
+        phases, saturating, note = levels(target, clip_s, resolved, phase_seed(s.seed), progress, first)
     nvml_all = sampler.summary()
     return ClipMeasurement(clip_s=clip_s, runs=runs, warmup=warmup, phases=phases,
                            saturating_concurrency=saturating, ramp_note=note, nvml_runs=nvml_runs,

@@ -13,6 +13,12 @@ same header (a figure that does not apply to a row is "n/a"):
     engine_cache_hits, engine_build_s                                  e2e rows
     <every key of metrics.capture_context(config)>                     all rows
 
+throughput.csv has one row per clip length, concurrency and tts scheduler (the configured one, and
+those of `--schedulers` measured at the same concurrencies):
+
+    clip_s, scheduler, concurrency, clips_per_s, p50_ms, p99_ms, completed, valid, source
+    <every key of metrics.capture_context(config)>
+
 Every column is defined in docs/figures.md (tests/unit/bench/test_figures_doc.py checks it).
 `ci_low`/`ci_high` are the bounds of the bootstrap confidence interval of the median (95 % unless
 the settings say otherwise). Other consumers (`iris report`, the Allure attachments) read these
@@ -33,6 +39,7 @@ SUMMARY_FORMAT = "iris-bench-summary/1"
 BENCH_CSV = "bench.csv"
 BENCH_JSON = "bench.json"
 SUMMARY_JSON = "summary.json"
+THROUGHPUT_CSV = "throughput.csv"
 
 E2E = "e2e"
 STAT_SUFFIXES: tuple[str, ...] = ("mean", "p50", "p90", "p95", "p99", "min", "max", "std", "ci_low", "ci_high")
@@ -45,6 +52,16 @@ E2E_FIGURES: tuple[str, ...] = (
     "sm_active_pct", "sm_occupancy_pct", "engine_build_attempted", "engine_build_succeeded",
     "engine_cache_hits", "engine_build_s",
 )
+
+
+THROUGHPUT_FIGURES: tuple[str, ...] = (
+    "clip_s", "scheduler", "concurrency", "clips_per_s", "p50_ms", "p99_ms", "completed", "valid", "source",
+)
+
+
+def throughput_columns(context_keys: list[str]) -> list[str]:
+    """The full header of throughput.csv (context columns last)."""
+    return [*THROUGHPUT_FIGURES, *(k for k in context_keys if k not in THROUGHPUT_FIGURES)]
 
 
 def stat_columns(figure: str) -> list[str]:

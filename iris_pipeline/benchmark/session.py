@@ -21,7 +21,17 @@ import torch
 
 from iris_pipeline.benchmark import inputs, verdicts
 from iris_pipeline.benchmark.hostmem import HostMemorySampler
-from iris_pipeline.benchmark.runner import BenchTarget, ClipMeasurement, Progress, measure_clip
+from iris_pipeline.benchmark.runner import (
+    BenchTarget,
+    ClipMeasurement,
+    Phase,
+    Progress,
+    measure_clip,
+    phase_seed,
+    release_caches,
+    throughput_phases,
+    time_job,
+)
 from iris_pipeline.benchmark.settings import BenchSettings, Resolved, resolve
 from iris_pipeline.config import (
     STAGE_ORDER,
@@ -33,8 +43,18 @@ from iris_pipeline.config import (
 from iris_pipeline.errors import ConfigError
 from iris_pipeline.metrics import NvmlSampler, capture_context, device_used_bytes
 
+SCHEDULER_OPTION = "vallex.options.scheduler"  # the tts scheduler the throughput phases compare
 ENGINE_COUNTERS = ("attempts", "successes", "failures", "refused", "hits", "rebuilt_invalid", "build_seconds",
                    "load_seconds")
+
+
+@dataclass
+class SchedulerThroughput:
+    """The throughput phases of one clip length under a tts scheduler other than the configured one."""
+
+    scheduler: str
+    clip_s: float
+    phases: list[Phase]
 
 
 @dataclass
@@ -49,6 +69,8 @@ class BenchResult:
     notes: list[str] = field(default_factory=list)
     started_utc: str = ""
     duration_s: float = math.nan
+    scheduler: str = ""  # the configured tts scheduler: the one `clips` were measured with
+    other_schedulers: list[SchedulerThroughput] = field(default_factory=list)  # side by side (--schedulers)
 
     @property
     def gpu_name(self) -> str | None:
@@ -97,6 +119,49 @@ def build_config(config: Path | dict[str, Any] | None = None, *, size: str | Non
                 data[stage] = {**(data.get(stage) or {}), key: value}
     return parse_pipeline_config(data, source=source if not (size or precision or backend or stage_precision
                                                              or stage_backend) else f"{source} + flags")
+
+
+def with_setting(data: dict[str, Any], key: str, value: Any) -> dict[str, Any]:
+    """A copy of the config mapping `data` with the dotted `key` (e.g. vallex.options.scheduler) set
+    to `value`; the mappings on the way are created where missing."""
+    out = copy.deepcopy(data)
+    node = out
+    *parents, leaf = key.split(".")
+    if not leaf or not all(parents):
+        raise ConfigError(f"{key}={value!r}: expected a dotted config key, e.g. {SCHEDULER_OPTION}")
+    for part in parents:
+        if node.get(part) is None:
+            node[part] = {}
+        if not isinstance(node[part], dict):
+            raise ConfigError(f"{key}={value!r}: {part} is not a mapping in the config")
+        node = node[part]
+    node[leaf] = value
+    return out
+
+
+def option_value(config: PipelineConfig, key: str) -> Any:
+    """The value of the dotted config `key` (e.g. vallex.options.scheduler) in `config`; None where
+    this tree's config has no such option."""
+    node: Any = config.model_dump(mode="json")
+    for part in key.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
+
+
+def configured_scheduler(config: PipelineConfig) -> str:
+    """The tts scheduler `config` runs (`SCHEDULER_OPTION`; a tree without that option decodes the
+    waiting jobs together to the end: static)."""
+    value = option_value(config, SCHEDULER_OPTION)
+    return "static" if value is None else str(value)
+
+
+def scheduler_configs(config: PipelineConfig, schedulers: list[str]) -> dict[str, PipelineConfig]:
+    """`config` with each scheduler of `schedulers` other than its own, validated now (the typed
+    options refuse a bad name before the long run, with one line)."""
+    own = configured_scheduler(config)
+    return {name: parse_pipeline_config(with_setting(config.model_dump(mode="json"), SCHEDULER_OPTION, name),
+                                        source=f"the config with {SCHEDULER_OPTION}={name}")
+            for name in dict.fromkeys(schedulers) if name != own}
 
 
 def _yaml_mapping(path: Path) -> dict[str, Any]:
@@ -247,6 +312,21 @@ class BenchSession:
                            build_nvml=self.build_nvml, notes=self._notes(clips), started_utc=self.started_utc,
                            duration_s=time.perf_counter() - self._t0)
 
+    def measure_throughput(self, concurrencies: dict[float, list[int]]) -> list[tuple[float, list[Phase]]]:
+        """The throughput phases alone at the given concurrencies of each clip length, each length
+        after its own warm-up (the side-by-side measurement of another setting)."""
+        assert self.target is not None, "BenchSession.measure_throughput() runs inside `with`"
+        s, out = self.settings, []
+        for clip_s, levels in concurrencies.items():
+            release_caches(self.target)
+            for i in range(self.resolved.warmup):
+                if self.progress:
+                    self.progress(f"clip {clip_s:g} s: warm-up {i + 1}/{self.resolved.warmup}")
+                time_job(self.target, self.target.make_job(clip_s, s.seed + i), index=-1 - i)
+            out.append((clip_s, throughput_phases(self.target, clip_s, self.resolved, levels, phase_seed(s.seed),
+                                                  self.progress)))
+        return out
+
     def _notes(self, clips: list[ClipMeasurement]) -> list[str]:
         notes = list(self.resolved.notes)
         if not self.sampler.available:
@@ -267,6 +347,20 @@ class BenchSession:
 
 
 def run_benchmark(settings: BenchSettings, config: PipelineConfig, **kwargs: Any) -> BenchResult:
-    """Build the pipeline once, measure every clip length, tear down (keywords: `BenchSession`'s)."""
+    """Build the pipeline once, measure every clip length, tear down (keywords: `BenchSession`'s).
+    Then, for each of `settings.schedulers` other than the configured one, a pipeline built with
+    that scheduler runs the throughput phases at the concurrencies the configured one measured."""
+    others = scheduler_configs(config, settings.schedulers) if settings.throughput else {}
     with BenchSession(settings, config, **kwargs) as session:
-        return session.measure()
+        result = session.measure()
+    result.scheduler = configured_scheduler(config)
+    if settings.schedulers and not settings.throughput:
+        result.notes.append("--schedulers: no throughput phases ran (--no-throughput), so nothing was compared")
+    levels = {clip.clip_s: [p.concurrency for p in clip.phases] for clip in result.clips if clip.phases}
+    progress = kwargs.get("progress")
+    for name, other in others.items():
+        labelled = (lambda text, name=name: progress(f"scheduler {name}: {text}")) if progress else None
+        with BenchSession(settings, other, **{**kwargs, "targets": None, "progress": labelled}) as session:
+            result.other_schedulers += [SchedulerThroughput(name, clip_s, phases)
+                                        for clip_s, phases in session.measure_throughput(levels)]
+    return result

@@ -61,6 +61,10 @@ class BenchSettings(BaseModel):
     reference: Path | None = None
     transcript: str | None = None
     nvml_period_s: float = Field(default=0.05, gt=0, le=10)
+    concurrencies: list[int] = Field(default_factory=list, description="throughput phases at exactly these "
+                                     "concurrencies, no ramp; empty: the ramp 1, 2, 4, ...")
+    schedulers: list[str] = Field(default_factory=list, description="tts schedulers whose throughput phases are "
+                                  "measured side by side (vallex.options.scheduler); empty: the configured one")
 
     @field_validator("clip_lengths")
     @classmethod
@@ -71,6 +75,22 @@ class BenchSettings(BaseModel):
         if bad:
             raise ValueError(f"clip length {bad[0]} must be > 0 seconds")
         return list(dict.fromkeys(float(v) for v in value))
+
+    @field_validator("concurrencies")
+    @classmethod
+    def _concurrencies(cls, value: list[int]) -> list[int]:
+        bad = [v for v in value if not 1 <= v <= 1024]
+        if bad:
+            raise ValueError(f"concurrency {bad[0]} must be in 1..1024")
+        return list(dict.fromkeys(value))
+
+    @field_validator("schedulers")
+    @classmethod
+    def _schedulers(cls, value: list[str]) -> list[str]:
+        names = [v.strip() for v in value]
+        if any(not n for n in names):
+            raise ValueError("an empty scheduler name")
+        return list(dict.fromkeys(names))
 
     @field_validator("statistics")
     @classmethod
@@ -185,6 +205,8 @@ class BenchCommand:
     marginal: str | None
     throughput: bool
     max_concurrency: int | None
+    concurrencies: str | None
+    schedulers: str | None
     phase_min_seconds: float | None
     phase_min_clips: int | None
     encode_runs: int | None
@@ -218,6 +240,7 @@ class BenchCommand:
     ab_min_slowdown: float
     ab_floor_ms: float
     ab_alpha: float
+    ab_base_set: list[str]
 
     def bench_settings(self, file_settings: dict[str, Any]) -> BenchSettings:
         """The flags given, over the config file's `bench:` mapping; statistics merge key by key, and
@@ -227,7 +250,10 @@ class BenchCommand:
                  "max_concurrency": self.max_concurrency, "marginal": self.marginal,
                  "phase_min_seconds": self.phase_min_seconds, "phase_min_clips": self.phase_min_clips,
                  "encode_runs": self.encode_runs, "avatar": self.avatar, "reference": self.reference,
-                 "transcript": self.transcript, "language": self.language, "seed": self.seed}
+                 "transcript": self.transcript, "language": self.language, "seed": self.seed,
+                 "concurrencies": comma_separated(self.concurrencies, "--concurrencies", int, "concurrency")
+                 if self.concurrencies else None,
+                 "schedulers": self.schedulers.split(",") if self.schedulers is not None else None}
         merged = {**file_settings, **{k: v for k, v in flags.items() if v is not None}}
         merged.update(statistics={**file_settings.get("statistics", {}),
                                   **parse_assignments(self.statistic, "--statistic")},

@@ -1,4 +1,5 @@
-"""The rich tables printed at the end of a benchmark: figures per clip length, verdicts per target."""
+"""The rich tables printed at the end of a benchmark: figures per clip length, throughput per
+concurrency and scheduler, verdicts per target."""
 
 from __future__ import annotations
 
@@ -40,6 +41,17 @@ def figures_table(rows: list[dict[str, Any]]) -> Table:
     return table
 
 
+def throughput_table(rows: list[dict[str, Any]]) -> Table:
+    """throughput.csv as a table: the schedulers of one clip length and concurrency on adjacent lines."""
+    table = Table(title="Throughput per concurrency (closed loops)")
+    for name in ("clip s", "scheduler", "c", "clips/s", "p50 ms", "p99 ms", "completed", "valid"):
+        table.add_column(name, justify="left" if name == "scheduler" else "right")
+    for row in rows:
+        table.add_row(fmt(row["clip_s"]), row["scheduler"], fmt(row["concurrency"]), fmt(row["clips_per_s"]),
+                      fmt(row["p50_ms"]), fmt(row["p99_ms"]), fmt(row["completed"]), "yes" if row["valid"] else "no")
+    return table
+
+
 def verdict_table(found: list[Verdict], gpu: str | None) -> Table:
     table = Table(title=f"Targets ({gpu or 'no GPU'})")
     for name in ("clip s", "figure", "statistic", "measured", "target", "verdict", "reason"):
@@ -53,9 +65,12 @@ def verdict_table(found: list[Verdict], gpu: str | None) -> Table:
 
 
 def print_report(rows: list[dict[str, Any]], found: list[Verdict], gpu: str | None, notes: list[str],
-                 overall: str, console: Console | None = None) -> None:
+                 overall: str, console: Console | None = None,
+                 throughput: list[dict[str, Any]] | None = None) -> None:
     console = console or Console()
     console.print(figures_table(rows))
+    if throughput:
+        console.print(throughput_table(throughput))
     console.print(verdict_table(found, gpu))
     for note in notes:
         console.print(f"[dim]note: {note}[/]")

@@ -1,6 +1,7 @@
-"""`iris bench`: the clip-length matrix on the chosen device -> bench.csv, bench.json, summary.json,
-a table of verdicts per target; `--gate` makes a missed target a non-zero exit; `--ab REF` checks
-the working tree against REF for a latency regression instead (iris_pipeline.benchmark.abtest).
+"""`iris bench`: the clip-length matrix on the chosen device -> bench.csv, throughput.csv, bench.json,
+summary.json, a table of verdicts per target; `--gate` makes a missed target a non-zero exit; `--ab REF`
+checks the working tree against REF for a latency regression instead (iris_pipeline.benchmark.abtest),
+`--ab-base-set KEY=VALUE` against itself with another setting.
 
 Exit codes with --gate: 0 all gates PASS; 1 a target missed (FAIL, or MARGINAL under the policy
 `fail`); 3 no FAIL but a gate INVALID (could not be decided: no gates, NVML missing, ...). With --ab:
@@ -53,6 +54,12 @@ def bench_command(
                                                                         "undecided (GPU 90, CPU 10)"),
     throughput: bool = typer.Option(True, "--throughput/--no-throughput", help="run the throughput phases"),
     max_concurrency: int | None = typer.Option(None, "--max-concurrency", min=1, help="ramp limit (GPU 16, CPU 2)"),
+    concurrencies: str | None = typer.Option(None, "--concurrencies", help="throughput phases at exactly these "
+                                                                           "concurrencies, e.g. 1,2,4,8 (default: "
+                                                                           "the ramp 1, 2, 4, ... to saturation)"),
+    schedulers: str | None = typer.Option(None, "--schedulers", help="tts schedulers measured side by side in the "
+                                                                     "throughput phases, e.g. continuous,static "
+                                                                     "(default: the configured one): throughput.csv"),
     phase_min_seconds: float | None = typer.Option(None, "--phase-min-seconds", min=0.0),
     phase_min_clips: int | None = typer.Option(None, "--phase-min-clips", min=1),
     encode_runs: int | None = typer.Option(None, "--encode-runs", min=0, help="runs also encoded to mp4 (5)"),
@@ -72,6 +79,9 @@ def bench_command(
                                           help="slowdown the confidence bound must exceed (0.002 = 0.2 %)"),
     ab_floor_ms: float = typer.Option(FLOOR_MS, "--ab-floor-ms", help="absolute floor of the estimated difference, ms"),
     ab_alpha: float = typer.Option(ALPHA, "--ab-alpha", help="one-sided error level of the confidence bound"),
+    ab_base_set: list[str] = typer.Option([], "--ab-base-set", help="KEY=VALUE config setting of the A/B base side "
+                                                                    "only (repeatable); alone: the working tree "
+                                                                    "against itself with that setting"),
     quiet: bool = typer.Option(False, "--quiet", help="no progress lines"),
     profile: str | None = typer.Option(None, "--profile", help="shipped profile (optimised, eager) or a profile "
                                                                "YAML (default: optimised with a GPU, eager without)"),
@@ -101,11 +111,12 @@ def run_bench(cmd: BenchCommand) -> None:
     eager_cfg = (_pipeline_config(cmd, profiles.load_profile(profiles.EAGER), pipeline_data)
                  if cmd.compare_eager and chosen.name != profiles.EAGER else None)
     out_dir = cmd.out or default_out_dir()
-    if cmd.ab is not None or cmd.ab_base_dir is not None:
-        from iris_pipeline.benchmark.abrun import ABCommand, ABOptions, run_ab_command
+    if cmd.ab is not None or cmd.ab_base_dir is not None or cmd.ab_base_set:
+        from iris_pipeline.benchmark.abrun import ABCommand, ABOptions, parse_base_settings, run_ab_command
 
         opts = ABOptions(pairs=cmd.ab_pairs, max_pairs=cmd.ab_max_pairs, alpha=cmd.ab_alpha,
-                         min_slowdown=cmd.ab_min_slowdown, floor_ms=cmd.ab_floor_ms)
+                         min_slowdown=cmd.ab_min_slowdown, floor_ms=cmd.ab_floor_ms,
+                         base_set=parse_base_settings(cmd.ab_base_set))
         ab = ABCommand(settings=settings, config=resolved.config, out_dir=out_dir, ref=cmd.ab,
                        base_dir=cmd.ab_base_dir, options=opts)
         run = run_ab_command(ab, Console(width=None if sys.stdout.isatty() else 160), progress)
@@ -198,7 +209,7 @@ def _run(settings, cfg, targets, targets_name: str, out_dir: Path, history: Path
     rows = results.csv_rows(result)
     overall = verdicts.overall(found)
     print_report(rows, found, result.gpu_name, result.notes, overall,
-                 Console(width=None if sys.stdout.isatty() else 160))
+                 Console(width=None if sys.stdout.isatty() else 160), throughput=results.throughput_rows(result))
     for kind, path in paths.items():
         typer.echo(f"{kind}: {path}")
     typer.echo(f"results in {out_dir}")

@@ -121,6 +121,18 @@ def _targets_text(results: BenchResults, clip: float, lang: str) -> str:
     return ", ".join(parts)
 
 
+def throughput_table(results: BenchResults, lang: str) -> Table | None:
+    """throughput.csv: per clip length and concurrency, each tts scheduler on its own line."""
+    if not results.throughput:
+        return None
+    t = TEXTS[lang]
+    rows = [[fmt_clip(r.clip_s), r.scheduler, str(r.concurrency), fmt(r.clips_per_s, "cps"), fmt(r.p50_ms, "ms"),
+             fmt(r.p99_ms, "ms"), str(r.completed), t["yes"] if r.valid else t["no"]] for r in results.throughput]
+    header = [t["col_clip"], t["col_scheduler"], t["col_concurrency"], t["col_cps"], t["col_p50"], t["col_p99"],
+              t["col_completed"], t["col_valid"]]
+    return Table(caption=t["table_throughput"], header=header, rows=rows)
+
+
 def _purpose(results: BenchResults, lang: str) -> Section:
     t = TEXTS[lang]
     items = [t["purpose"].format(size=results.context["size"])]
@@ -200,9 +212,9 @@ def _results(results: BenchResults, lang: str) -> Section:
         items.append(t["build_rate"].format(rate=f"{100 * succeeded / attempted:.0f}", attempted=fmt_count(attempted),
                                             succeeded=fmt_count(succeeded)))
     blocks = [ItemList(items), results_table(results, lang)]
-    stages = stages_table(results, lang)
-    if stages is not None:
-        blocks.append(stages)
+    for table in (stages_table(results, lang), throughput_table(results, lang)):
+        if table is not None:
+            blocks.append(table)
     return Section(t["s3"], blocks)
 
 

@@ -7,6 +7,9 @@ Layout written by the benchmark runner (docs/figures.md defines each figure):
   on stage rows) as `<figure>_mean/_p50/_p90/_p95/_p99/_min/_max/_std/_ci_low/_ci_high`; e2e rows also
   `first_chunk_ms_*`, throughput, memory, utilisation and `engine_build_*` columns; then the context
   columns of `iris_pipeline.metrics.capture_context`. Missing values are "n/a".
+- `throughput.csv` (optional beside the CSV; `iris_pipeline.benchmark.schema`): one row per clip
+  length, concurrency and tts scheduler: `clip_s`, `scheduler`, `concurrency`, `clips_per_s`,
+  `p50_ms`, `p99_ms`, `completed`, `valid`, `source`, then the context columns.
 - `summary.json` (optional beside the CSV; `iris_pipeline.benchmark.results.summary_json`):
   `{"format": "iris-bench-summary/1", "verdict": PASS|FAIL|INVALID, "gates": [{"figure", "clip_s",
   "statistic", "confidence", "comparison", "target", "measured", "verdict", "reason", "n", "needed",
@@ -24,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from iris_pipeline.benchmark.schema import THROUGHPUT_CSV
 from iris_pipeline.errors import InputError
 from iris_pipeline.metrics.records import NA, parse_number, read_csv
 
@@ -87,6 +91,18 @@ class Verdict:
     note: str = ""
 
 
+@dataclass(frozen=True)
+class ThroughputRow:
+    clip_s: float
+    scheduler: str
+    concurrency: int
+    clips_per_s: float
+    p50_ms: float
+    p99_ms: float
+    completed: int
+    valid: bool
+
+
 @dataclass
 class BenchResults:
     """Everything a report shows, as read from the files (nothing computed that is not there)."""
@@ -100,6 +116,7 @@ class BenchResults:
     verdicts: list[Verdict] = field(default_factory=list)
     overall_verdict: str | None = None
     targets_source: str | None = None
+    throughput: list[ThroughputRow] = field(default_factory=list)  # throughput.csv, when beside the CSV
 
     @property
     def clip_lengths(self) -> list[float]:
@@ -262,6 +279,33 @@ def load_summary(path: Path) -> tuple[list[Verdict], str | None, str | None]:
     return verdicts, (str(overall).upper() if overall else None), (str(source) if source else None)
 
 
+def _whole(row: dict[str, str], name: str, where: str) -> int:
+    value = _number(row, name, where)
+    if math.isnan(value) or value < 0 or value != int(value):
+        raise InputError(f"{where}: column {name!r} must be a whole number >= 0, got {row[name]!r}")
+    return int(value)
+
+
+def load_throughput(path: Path) -> list[ThroughputRow]:
+    """throughput.csv's rows (strict about the columns it uses, as the bench.csv parser)."""
+    try:
+        rows = read_csv(path)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: cannot read the throughput CSV ({exc})") from None
+    out = []
+    for index, row in enumerate(rows, start=2):
+        where = f"{path}: line {index}"
+        valid = _cell(row, ("valid",), where).strip()
+        if valid not in ("true", "false"):
+            raise InputError(f"{where}: column 'valid' must be true or false, got {valid!r}")
+        out.append(ThroughputRow(
+            clip_s=_number(row, "clip_s", where), scheduler=_cell(row, ("scheduler",), where).strip(),
+            concurrency=_whole(row, "concurrency", where), clips_per_s=_number(row, "clips_per_s", where),
+            p50_ms=_number(row, "p50_ms", where), p99_ms=_number(row, "p99_ms", where),
+            completed=_whole(row, "completed", where), valid=valid == "true"))
+    return out
+
+
 def locate(path: str | Path) -> tuple[Path, Path | None]:
     """(bench.csv, summary.json or None) for a results directory or a CSV file."""
     path = Path(path)
@@ -289,6 +333,8 @@ def load_results(path: str | Path) -> BenchResults:
     e2e, stages = _parse_rows(csv_path, rows)
     context, settings = _context(csv_path, rows)
     verdicts, overall, source = load_summary(summary_path) if summary_path else ([], None, None)
+    throughput_path = csv_path.parent / THROUGHPUT_CSV
     return BenchResults(csv_path=csv_path, summary_path=summary_path, e2e=e2e, stages=stages,
                         context=context, stage_settings=settings, verdicts=verdicts,
-                        overall_verdict=overall, targets_source=source)
+                        overall_verdict=overall, targets_source=source,
+                        throughput=load_throughput(throughput_path) if throughput_path.is_file() else [])

@@ -16,6 +16,8 @@ without them on the backend's seeded synthetic set (speech-like mel, smooth face
 
 from __future__ import annotations
 
+import itertools
+from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
@@ -51,6 +53,40 @@ def check_speech_length(total_mel_frames: int, fps: float) -> None:
     if total_mel_frames < MEL_WINDOW:
         raise InputError(f"speech: about {seconds:.3f} s of audio gives {total_mel_frames} mel frames; Wav2Lip needs at "
                          f"least {MEL_WINDOW} ({MEL_WINDOW_SECONDS:.1f} s of audio)")
+
+
+@dataclass(frozen=True)
+class _FramePlan:
+    """A checked `FramesRequest`: the local mel window start and avatar frame of each of its frames,
+    and the output frames (copies of the avatar's) its generated crops are pasted into."""
+
+    request: FramesRequest
+    mel: torch.Tensor  # the request's mel, float32 on the stage's device
+    local_starts: torch.Tensor  # [count] window starts, columns of `mel`
+    sources: torch.Tensor  # [count] avatar frame of each output frame
+    frames: torch.Tensor  # uint8 [count, H, W, 3]
+
+    @property
+    def count(self) -> int:
+        return self.request.frame_count
+
+    @classmethod
+    def of(cls, request: FramesRequest, device: torch.device) -> _FramePlan:
+        mel, fps = request.mel, float(request.fps)
+        start, count, total = int(request.frame_start), int(request.frame_count), int(request.total_mel_frames)
+        if mel.dim() != 2 or mel.shape[0] != MEL_BINS:
+            raise ValueError(f"wav2lip: mel must be [80, M], got {tuple(mel.shape)}")
+        if fps <= 0 or count < 0 or start < 0:
+            raise ValueError(f"wav2lip: bad frame range start={start} count={count} fps={fps}")
+        check_speech_length(total, fps)
+        indices = torch.arange(start, start + count)
+        local = window_starts(indices, fps, total) - int(request.mel_offset)
+        if count and (int(local.min()) < 0 or int(local.max()) + MEL_WINDOW > mel.shape[1]):
+            raise ValueError(f"wav2lip: mel chunk [{request.mel_offset}, {request.mel_offset + mel.shape[1]}) does "
+                             f"not cover the windows of frames {start}..{start + count - 1}")
+        sources = request.avatar.frame_indices(indices, fps)
+        # advanced indexing copies: the avatar stays untouched
+        return cls(request, mel.to(device, torch.float32), local, sources, request.avatar.frames[sources])
 
 
 class Wav2LipStage(Stage):
@@ -161,36 +197,34 @@ class Wav2LipStage(Stage):
 
     # --- inference ------------------------------------------------------------------------------
 
-    def render_frames(self, requests: list[FramesRequest]) -> list[FramesResult]:
-        """The frames of each request (one result per request, in order)."""
-        self.require_prepared("render_frames")
-        return [FramesResult(self._render_request(request)) for request in requests]
-
     @torch.no_grad()  # not inference_mode: callers may edit the returned frames in place
-    def _render_request(self, request: FramesRequest) -> torch.Tensor:
-        mel, mel_offset, total = request.mel, int(request.mel_offset), int(request.total_mel_frames)
-        avatar: Avatar = request.avatar
-        frame_start, frame_count, fps = int(request.frame_start), int(request.frame_count), float(request.fps)
-        if mel.dim() != 2 or mel.shape[0] != MEL_BINS:
-            raise ValueError(f"wav2lip: mel must be [80, M], got {tuple(mel.shape)}")
-        if fps <= 0 or frame_count < 0 or frame_start < 0:
-            raise ValueError(f"wav2lip: bad frame range start={frame_start} count={frame_count} fps={fps}")
-        check_speech_length(total, fps)
+    def render_frames(self, requests: list[FramesRequest]) -> list[FramesResult]:
+        """The frames of every request, one result per request in order.
 
-        frames = torch.arange(frame_start, frame_start + frame_count)
-        local = window_starts(frames, fps, total) - mel_offset
-        if frame_count and (int(local.min()) < 0 or int(local.max()) + MEL_WINDOW > mel.shape[1]):
-            raise ValueError(f"wav2lip: mel chunk [{mel_offset}, {mel_offset + mel.shape[1]}) does not cover the "
-                             f"windows of frames {frame_start}..{frame_start + frame_count - 1}")
-        sources = avatar.frame_indices(frames, fps)
-        out = avatar.frames[sources]  # advanced indexing copies: the avatar stays untouched
-        mel = mel.to(self.device, torch.float32)
-        for begin in range(0, frame_count, self.options.batch_size):
-            end = min(frame_count, begin + self.options.batch_size)
-            windows = self._windows(mel, local[begin:end])
-            crops = self._generate(windows, avatar.crops[sources[begin:end]])
-            self._paste(out[begin:end], crops, avatar.boxes[sources[begin:end]])
-        return out
+        The frames of all requests, whichever job they belong to, go through the generator
+        together in batches of up to `options.batch_size`; each frame reads only its own mel window
+        and crop (the generator has no op across samples), so a request's frames do not depend on
+        what shares its batch: bit for bit where the kernels do not change with the batch size (the
+        CPU), within their rounding otherwise. Every request is checked before any work starts.
+        """
+        self.require_prepared("render_frames")
+        plans = [_FramePlan.of(request, self.device) for request in requests]
+        if not plans:
+            return []
+        # one flat sequence of frames: windows [N, 1, 80, 16] and crops uint8 [N, 96, 96, 3]
+        windows = torch.cat([self._windows(p.mel, p.local_starts) for p in plans])
+        crops = torch.cat([p.request.avatar.crops[p.sources] for p in plans])
+        offsets = [0, *itertools.accumulate(plan.count for plan in plans)]  # plan i: frames [offsets[i], offsets[i+1])
+        batch = self.options.batch_size
+        for begin in range(0, offsets[-1], batch):
+            end = min(offsets[-1], begin + batch)
+            generated = self._generate(windows[begin:end], crops[begin:end])
+            for plan, first in zip(plans, offsets, strict=False):  # the requests this batch overlaps
+                lo, hi = max(begin, first), min(end, first + plan.count)
+                if lo < hi:
+                    self._paste(plan.frames[lo - first:hi - first], generated[lo - begin:hi - begin],
+                                plan.request.avatar.boxes[plan.sources[lo - first:hi - first]])
+        return [FramesResult(frames=plan.frames) for plan in plans]
 
     def _windows(self, mel: torch.Tensor, starts: torch.Tensor) -> torch.Tensor:
         """[B, 1, 80, 16] mel windows of `mel` [80, M] starting at the (local) columns `starts` [B]."""

@@ -2,7 +2,9 @@
 
 Per clip length L: L * 25 frames of a 1280x720 avatar, mel windows of L seconds of speech, one
 `Wav2LipStage.run` call (generator batches, paste-back, frames on the host). CUDA events around
-the call, device synchronised; median of 30 runs after 3 warm-up runs. Run with `pytest -m gpu -s`.
+the call, device synchronised; median of 30 runs after 3 warm-up runs. Cross-job batches: eight
+jobs' short chunks in one `render_frames` call against one call per job, timed the same way. Run
+with `pytest -m gpu -s`.
 """
 
 from __future__ import annotations
@@ -56,3 +58,29 @@ def test_wav2lip_full_fp16_stage_time(stage_and_avatar, clip_lengths, record_pro
         record_property(f"wav2lip_ms_median_{seconds:g}s", round(median, 2))
         print(f"wav2lip full fp16 on {torch.cuda.get_device_name()}: L={seconds:g}s ({frames} frames 1280x720) "
               f"median {median:.1f} ms over {RUNS} runs (min {min(times):.1f}, max {max(times):.1f})")
+
+
+@pytest.mark.gpu
+def test_cross_job_batch_is_not_slower_and_matches_each_job_alone(stage_and_avatar, record_property):
+    """Eight jobs' short chunks (12 frames each, as a first chunk can be) in one `render_frames` call
+    against eight calls of one chunk each: the same frames (fp16 kernels may differ with the batch
+    size: a few uint8 levels at most) and no more time than the eight calls together."""
+    stage, avatar = stage_and_avatar
+    gen = torch.Generator().manual_seed(1)
+    total = 1 + 16000 // 200  # one second of speech per job
+    requests = [FramesRequest(mel=(torch.rand(80, total, generator=gen) * 8 - 4).cuda(), mel_offset=0,
+                              total_mel_frames=total, avatar=avatar, frame_start=0, frame_count=12, fps=FPS)
+                for _ in range(8)]
+    together = stage.render_frames(requests)
+    for i, request in enumerate(requests):
+        alone = stage.render_frames([request])[0].frames
+        diff = (together[i].frames.int() - alone.int()).abs().max().item()
+        assert diff <= 3, f"job {i}: batched frames differ from its own by {diff} levels"
+    batched = statistics.median(cuda_times_ms(lambda: stage.render_frames(requests), warmup=WARMUP, runs=RUNS))
+    separate = statistics.median(cuda_times_ms(lambda: [stage.render_frames([r]) for r in requests],
+                                               warmup=WARMUP, runs=RUNS))
+    record_property("wav2lip_cross_job_batch_ms_median", round(batched, 2))
+    record_property("wav2lip_one_call_per_job_ms_median", round(separate, 2))
+    print(f"wav2lip full fp16 on {torch.cuda.get_device_name()}: 8 jobs x 12 frames in one call {batched:.1f} ms, "
+          f"one call per job {separate:.1f} ms (medians of {RUNS})")
+    assert batched <= separate, f"one batched call took {batched:.1f} ms, eight calls {separate:.1f} ms"

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from iris_pipeline.audio import Waveform
+from iris_pipeline.benchmark.session import SCHEDULER_OPTION, option_value
 from iris_pipeline.stages.contracts import (
     AlignRequest,
     AlignResult,
@@ -43,6 +44,7 @@ class Costs:
     wav2lip_ms_per_frame: float = 0.2
     scale: float = 1.0  # multiplies every cost (an A/B slowdown)
     extra_ms: dict[str, float] | None = None  # per call, by stage name (an injected delay)
+    scheduler_scale: dict[str, float] | None = None  # multiplies VALL-E X's cost, by vallex.options.scheduler
 
 
 def _sleep(ms: float) -> None:
@@ -79,9 +81,12 @@ class FakeVallex(OneStepSlots, _FakeStage):
     def encode_prompt(self, prompt: Waveform, transcript: str, language: str) -> Any:
         return SimpleNamespace(frames=int(prompt.samples.numel() // 320))
 
+    scheduler: str | None = None  # the config's value of `scheduler_option` (see `stage_factory`)
+
     def synthesize(self, requests: list[SpeechRequest]) -> list[SpeechResult]:
         frames = [r.num_frames or 75 for r in requests]
-        _sleep(self.costs.vallex_ms_per_s * self.costs.scale * max(frames) / 75 + self._extra())
+        scale = self.costs.scale * (self.costs.scheduler_scale or {}).get(self.scheduler, 1.0)
+        _sleep(self.costs.vallex_ms_per_s * scale * max(frames) / 75 + self._extra())
         return [SpeechResult(Waveform(0.1 * torch.sin(torch.arange(f * CODEC_HOP) / 20.0), CODEC_RATE),
                              torch.zeros(f, 8, dtype=torch.long)) for f in frames]
 
@@ -106,9 +111,11 @@ class FakeWav2Lip(_FakeStage):
     def prepare_avatar(self, path: Any, fps: float = 25.0, progress: Any = None) -> Any:
         return SimpleNamespace(frames=torch.zeros(1, FRAME_SIZE, FRAME_SIZE, 3, dtype=torch.uint8), fps=fps)
 
+    options = SimpleNamespace(batch_size=128)
+
     def render_frames(self, requests: list[FramesRequest]) -> list[FramesResult]:
-        frame_count = sum(r.frame_count for r in requests)
-        _sleep(self.costs.wav2lip_ms_per_frame * self.costs.scale * frame_count + self._extra())
+        frames = sum(r.frame_count for r in requests)
+        _sleep(self.costs.wav2lip_ms_per_frame * self.costs.scale * frames + self._extra())
         return [FramesResult(torch.full((r.frame_count, FRAME_SIZE, FRAME_SIZE, 3), 128, dtype=torch.uint8))
                 for r in requests]
 
@@ -116,8 +123,9 @@ class FakeWav2Lip(_FakeStage):
 FAKES = {"rvc": FakeRVC, "vallex": FakeVallex, "fastpitch": FakeFastPitch, "wav2lip": FakeWav2Lip}
 
 
-def stage_factory(costs: Costs | None = None):
-    """A `Pipeline(stage_factory=...)` that builds the fake stages."""
+def stage_factory(costs: Costs | None = None, scheduler_option: str = SCHEDULER_OPTION):
+    """A `Pipeline(stage_factory=...)` that builds the fake stages (VALL-E X's cost follows the
+    config's `scheduler_option` through `Costs.scheduler_scale`)."""
     costs = costs or Costs()
 
     def build(name: str, config: Any, device: torch.device) -> Any:
@@ -126,17 +134,20 @@ def stage_factory(costs: Costs | None = None):
         stage = FAKES[name](costs)
         if name == "vallex":  # the config's scheduler, slots and bound, as the real stage reads them
             stage.options = config.vallex.options
+            stage.scheduler = option_value(config, scheduler_option)
         return stage
 
     return build
 
 
-def make_pipeline(config: dict[str, Any], scale: float = 1.0) -> Any:
+def make_pipeline(config: dict[str, Any], scale: float = 1.0, scheduler_scale: dict[str, float] | None = None,
+                  scheduler_option: str = SCHEDULER_OPTION) -> Any:
     """Factory for the A/B worker (`--factory this_file.py:make_pipeline`): a Pipeline of fake stages."""
     from iris_pipeline.config import parse_pipeline_config
     from iris_pipeline.pipeline import Pipeline
 
-    return Pipeline(parse_pipeline_config(config), stage_factory=stage_factory(Costs(scale=scale)))
+    costs = Costs(scale=scale, scheduler_scale=scheduler_scale)
+    return Pipeline(parse_pipeline_config(config), stage_factory=stage_factory(costs, scheduler_option))
 
 
 class FakeNvml:

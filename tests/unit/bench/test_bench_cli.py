@@ -24,6 +24,11 @@ def _run(monkeypatch, capsys, *args):
     (["--statistic", "latency_ms"], "--statistic 'latency_ms': expected KEY=VALUE"),
     (["--stage-precision", "foo=fp16"], "--stage-precision foo=...: unknown stage"),
     (["--precision", "fp8"], "precision: not allowed"),
+    (["--schedulers", "continuous,"], "schedulers: an empty scheduler name"),
+    (["--concurrencies", "1,x"], "--concurrencies '1,x': expected whole numbers"),
+    (["--concurrencies", "1,0"], "--concurrencies '1,0': every concurrency must be > 0"),
+    (["--schedulers", "continuous,static,fifo", "--clip-lengths", "1"], "vallex.options.scheduler"),
+    (["--ab-base-set", "vallex.options.scheduler"], "--ab-base-set 'vallex.options.scheduler': expected KEY=VALUE"),
 ])
 def test_bad_options_give_one_line_and_a_non_zero_exit(monkeypatch, capsys, args, expected):
     code, err = _run(monkeypatch, capsys, "--device", "cpu", *args)

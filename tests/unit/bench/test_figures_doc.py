@@ -1,8 +1,11 @@
-"""docs/figures.md defines every column of bench.csv: a column without a definition fails here."""
+"""docs/figures.md defines every column of bench.csv and throughput.csv: a column without a
+definition, or a definition without a column, fails here."""
 
 from __future__ import annotations
 
 import re
+
+import pytest
 
 from iris_pipeline.benchmark import schema
 from iris_pipeline.benchmark.session import build_config
@@ -11,18 +14,30 @@ from iris_pipeline.metrics import capture_context, repository_root
 DOC = repository_root() / "docs" / "figures.md"
 
 
-def _defined_names() -> set[str]:
-    """Names in backticks at the start of a table row of the doc's column reference."""
-    return set(re.findall(r"^\| `([a-z0-9_]+)`", DOC.read_text(encoding="utf-8"), flags=re.MULTILINE))
+def _defined_names(section: str) -> set[str]:
+    """Names in backticks at the start of a table row of the doc's `## <section>` section."""
+    text = DOC.read_text(encoding="utf-8")
+    start = text.index(f"\n## {section}\n")
+    end = text.find("\n## ", start + 1)
+    return set(re.findall(r"^\| `([a-z0-9_]+)`", text[start:end if end >= 0 else None], flags=re.MULTILINE))
 
 
-def test_every_bench_csv_column_is_defined_in_docs_figures_md():
-    columns = schema.csv_columns(list(capture_context(build_config(device="cpu", size="tiny"))))
-    missing = [c for c in columns if c not in _defined_names()]
-    assert not missing, f"docs/figures.md has no definition for bench.csv column(s): {', '.join(missing)}"
+def _columns(section: str) -> list[str]:
+    if section == "bench.csv columns":
+        return schema.csv_columns(list(capture_context(build_config(device="cpu", size="tiny"))))
+    return list(schema.THROUGHPUT_FIGURES)  # its context columns are bench.csv's, defined there
 
 
-def test_the_doc_defines_no_column_that_does_not_exist():
-    columns = set(schema.csv_columns(list(capture_context(build_config(device="cpu", size="tiny")))))
-    extra = sorted(_defined_names() - columns)
-    assert not extra, f"docs/figures.md defines column(s) bench.csv does not have: {', '.join(extra)}"
+SECTIONS = ["bench.csv columns", "throughput.csv columns"]
+
+
+@pytest.mark.parametrize("section", SECTIONS)
+def test_every_column_is_defined_in_docs_figures_md(section):
+    missing = [c for c in _columns(section) if c not in _defined_names(section)]
+    assert not missing, f"docs/figures.md ({section}) has no definition for column(s): {', '.join(missing)}"
+
+
+@pytest.mark.parametrize("section", SECTIONS)
+def test_the_doc_defines_no_column_that_does_not_exist(section):
+    extra = sorted(_defined_names(section) - set(_columns(section)))
+    assert not extra, f"docs/figures.md ({section}) defines column(s) the file does not have: {', '.join(extra)}"

@@ -175,6 +175,8 @@ class FastPitch:
 
 
 class Wav2Lip:
+    options = SimpleNamespace(batch_size=128)
+
     def prepare(self) -> None:
         pass
 

@@ -71,3 +71,30 @@ def test_report_of_a_runner_output_shows_the_csv_numbers_and_the_verdicts(runner
     assert "1 s clip latency: measured" in problems
     assert "→ missed" in problems
     assert "1 s clip memory (peak): cannot be decided (INVALID) — unavailable" in problems
+
+
+def test_the_report_shows_throughput_csv_beside_bench_csv(runner_output: Path, tmp_path) -> None:
+    """throughput.csv (two schedulers at two concurrencies) becomes a table of its numbers; a cell
+    that is not what the column holds is one clear error naming the file and line."""
+    import shutil
+
+    from iris_pipeline.benchmark import schema
+    from iris_pipeline.errors import InputError
+    from iris_pipeline.metrics import write_csv
+
+    out = tmp_path / "out"
+    shutil.copytree(runner_output, out)
+    rows = [{"clip_s": CLIP_S, "scheduler": name, "concurrency": c, "clips_per_s": rate, "p50_ms": p50,
+             "p99_ms": p50 * 1.5, "completed": 6, "valid": c == 1, "source": "closed loop"}
+            for c, name, rate, p50 in ((1, "continuous", 2.5, 400.0), (1, "static", 2.25, 440.0),
+                                       (2, "continuous", 4.75, 420.0), (2, "static", 3.5, 570.0))]
+    write_csv(out / schema.THROUGHPUT_CSV, rows, schema.throughput_columns([]))
+    results = load_results(out)
+    assert [(r.scheduler, r.concurrency, r.valid) for r in results.throughput] == \
+        [("continuous", 1, True), ("static", 1, True), ("continuous", 2, False), ("static", 2, False)]
+    text = write_report(results, tmp_path / "report", lang="en").markdown.read_text(encoding="utf-8")
+    assert "Table 3. Throughput per concurrency and tts scheduler" in text
+    assert "| 1 | static | 2 | 3.50 | 570.0 | 855.0 | 6 | no |" in text
+    (out / schema.THROUGHPUT_CSV).write_text((out / schema.THROUGHPUT_CSV).read_text().replace(",true,", ",yes,", 1))
+    with pytest.raises(InputError, match=r"throughput.csv: line 2: column 'valid' must be true or false"):
+        load_results(out)

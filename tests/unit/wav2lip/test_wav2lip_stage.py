@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -146,6 +147,58 @@ def test_rendering_before_prepare_is_refused(avatar):
                             frame_count=1, fps=25.0)
     with pytest.raises(RuntimeError, match=r"wav2lip\.render_frames\(\) called before prepare\(\)"):
         idle.render_frames([request])
+def _mirrored_video(avatar):
+    """Another avatar: three frames of the photo avatar, mirrored and shifted in brightness, so its
+    crops and pixels differ from the photo's."""
+    frames = torch.stack([avatar.frames[0].flip(1) // (k + 1) for k in range(3)])
+    crops = torch.stack([avatar.crops[0].flip(1) // (k + 1) for k in range(3)])
+    return dataclasses.replace(avatar, frames=frames, crops=crops, boxes=avatar.boxes[:1].expand(3, -1).clone(),
+                               still=False, key="mirrored")
+
+
+def _request(mel, avatar, start, count, offset=0, total=None, fps=25.0):
+    return FramesRequest(mel=mel[:, offset:], mel_offset=offset, total_mel_frames=mel.shape[1] if total is None else total,
+                         avatar=avatar, frame_start=start, frame_count=count, fps=fps)
+
+
+def _jobs(avatar):
+    """Requests of three jobs: other avatars, mels, frame ranges (one starts mid-clip), fps."""
+    g = torch.Generator().manual_seed(3)
+    mels = [torch.rand(80, n, generator=g) * 4 - 2 for n in (120, 200, 90)]
+    offset = int(window_starts(torch.tensor([17]), 25.0, 200))
+    return [_request(mels[0], avatar, 0, 21), _request(mels[1], _mirrored_video(avatar), 17, 23, offset=offset),
+            _request(mels[2], avatar, 0, 9, fps=30.0)]
+
+
+def test_requests_of_several_jobs_render_as_each_alone(stage, avatar):
+    requests = _jobs(avatar)
+    together = stage.render_frames(requests)  # batch 16: batches straddle the requests
+    alone = [stage.render_frames([r])[0] for r in requests]
+    assert len(together) == len(requests)
+    for i, (a, b) in enumerate(zip(together, alone, strict=True)):
+        assert torch.equal(a.frames, b.frames), f"request {i} differs when batched with the others"
+
+
+def test_frames_of_several_requests_fill_each_generator_batch(stage, avatar, probed):
+    total = 200
+    mel = _ramp_mel(total)
+    offset = int(window_starts(torch.tensor([30]), 25.0, total))
+    requests = [_request(mel, avatar, 0, 10), _request(mel, avatar, 30, 10, offset=offset), _request(mel, avatar, 5, 10)]
+    results = stage.render_frames(requests)
+    assert probed.batches == [16, 14]
+    y1, y2, x1, x2 = avatar.boxes[0].tolist()
+    for request, result in zip(requests, results, strict=True):  # each frame read its own request's window
+        starts = window_starts(torch.arange(request.frame_start, request.frame_start + 10), 25.0, total)
+        inside = result.frames[:, y1:y2, x1:x2]
+        assert torch.equal(inside, starts.to(torch.uint8).view(-1, 1, 1, 1).expand_as(inside))
+
+
+def test_one_bad_request_stops_the_batch_before_any_work(stage, avatar, probed):
+    good = _request(_ramp_mel(200), avatar, 0, 10)
+    with pytest.raises(ValueError, match="does not cover"):
+        stage.render_frames([good, _request(torch.zeros(80, 30), avatar, 10, 5, total=200)])
+    assert probed.batches == []
+    assert stage.render_frames([]) == []
 
 
 def test_a_mel_chunk_that_misses_a_window_is_a_bug_not_a_silent_shift(stage, avatar):
