@@ -28,7 +28,8 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from iris_pipeline.audio import WAV2LIP_MEL, Wav2LipMelParams, linear_magnitude_to_wav2lip_mel, mel_filterbank
+from iris_pipeline.audio import WAV2LIP_MEL, Wav2LipMelParams, linear_magnitude_to_wav2lip_mel
+from iris_pipeline.dsp import mel_filterbank
 from iris_pipeline.models.fastpitch.mel import FASTPITCH_MEL, FastPitchMelParams
 from iris_pipeline.timebase import mel_column_count
 

@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 import torch
 
 from iris_pipeline import models
-from iris_pipeline.audio import Waveform, check_waveform, resample
+from iris_pipeline.audio import Waveform, check_waveform
 from iris_pipeline.backends import compile_callable
 from iris_pipeline.cache import (
     DiskCache,
@@ -30,6 +30,7 @@ from iris_pipeline.cache import (
     tensor_hash,
 )
 from iris_pipeline.config import RVCConfig
+from iris_pipeline.dsp import resample
 from iris_pipeline.errors import ConfigError, InputError
 from iris_pipeline.models.rvc.inference import (
     CHUNKS_FULL,

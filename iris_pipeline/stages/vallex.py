@@ -30,8 +30,9 @@ from typing import ClassVar
 import torch
 
 from iris_pipeline import models
-from iris_pipeline.audio import Waveform, check_waveform, resample
+from iris_pipeline.audio import Waveform, check_waveform
 from iris_pipeline.config import VallexConfig
+from iris_pipeline.dsp import resample
 from iris_pipeline.errors import ConfigError, InputError
 from iris_pipeline.models.vallex.config import LANGUAGE_IDS, NUM_QUANTIZERS
 from iris_pipeline.models.vallex.decode import (

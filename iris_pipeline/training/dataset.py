@@ -29,8 +29,9 @@ from pathlib import Path
 
 import torch
 
-from iris_pipeline.audio import check_waveform, read_audio, resample
+from iris_pipeline.audio import check_waveform, read_audio
 from iris_pipeline.cache import DiskCache, EntrySchema, TensorSpec, content_hash, tensor_hash
+from iris_pipeline.dsp import resample
 from iris_pipeline.errors import ConfigError, InputError
 from iris_pipeline.models.vallex.config import LANGUAGE_IDS, NUM_AUDIO_TOKENS, NUM_QUANTIZERS
 from iris_pipeline.text.vallex_g2p import LANGUAGES, phonemize

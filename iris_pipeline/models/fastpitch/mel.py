@@ -13,7 +13,7 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from iris_pipeline.audio import mel_filterbank, resample
+from iris_pipeline.dsp import mel_filterbank, resample
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from iris_pipeline.audio import mel_filterbank
+from iris_pipeline.dsp import mel_filterbank
 
 SAMPLE_RATE = 16000
 N_FFT = 1024
