@@ -4,8 +4,14 @@ implement `synthesize`: every admitted request ends at the next step, all in one
 from __future__ import annotations
 
 from collections.abc import Hashable
+from types import SimpleNamespace
+from typing import Any
 
+import torch
+
+from iris_pipeline.audio import Waveform
 from iris_pipeline.stages.contracts import SpeechRequest, SpeechResult
+from iris_pipeline.timebase import CODEC_HOP, CODEC_RATE
 
 
 class OneStepSlots:
@@ -38,3 +44,20 @@ class OneStepSlots:
     def cancel(self, tags: set[Hashable]) -> None:
         for tag in tags:
             self._admitted.pop(tag, None)
+
+
+class InstantSpeech(OneStepSlots):
+    """A VALL-E X stand-in that speaks at once: a constant 0.1 of exactly `num_frames` codec frames
+    per request (subclasses override `options` for other slot counts)."""
+
+    options = SimpleNamespace(max_batch=2, scheduler="continuous", max_waiting=8)
+
+    def prepare(self) -> None:
+        pass
+
+    def encode_prompt(self, prompt: Waveform, transcript: str, language: str) -> Any:
+        return "prompt"
+
+    def synthesize(self, requests: list[SpeechRequest]) -> list[SpeechResult]:
+        return [SpeechResult(Waveform(0.1 * torch.ones(r.num_frames * CODEC_HOP), CODEC_RATE),
+                             torch.zeros(r.num_frames, 8, dtype=torch.long)) for r in requests]

@@ -25,11 +25,9 @@ from iris_pipeline.stages.contracts import (
     AlignResult,
     FramesRequest,
     FramesResult,
-    SpeechRequest,
-    SpeechResult,
 )
 from iris_pipeline.timebase import CODEC_RATE, video_frame_count
-from tests.support.speech_slots import OneStepSlots
+from tests.support.speech_slots import InstantSpeech
 
 BAD = 99  # the mark of an avatar the stand-in refuses
 
@@ -39,18 +37,8 @@ class MarkedAvatar:
     mark: int
 
 
-class Vallex(OneStepSlots):
+class Vallex(InstantSpeech):
     options = SimpleNamespace(max_batch=1, scheduler="continuous", max_waiting=64)
-
-    def prepare(self) -> None:
-        pass
-
-    def encode_prompt(self, prompt: Waveform, transcript: str, language: str) -> Any:
-        return "prompt"
-
-    def synthesize(self, requests: list[SpeechRequest]) -> list[SpeechResult]:
-        return [SpeechResult(Waveform(0.1 * torch.ones(r.num_frames * 320), CODEC_RATE),
-                             torch.zeros(r.num_frames, 8, dtype=torch.long)) for r in requests]
 
 
 class FastPitch:

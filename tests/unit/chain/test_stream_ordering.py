@@ -28,11 +28,9 @@ from iris_pipeline.stages.contracts import (
     AlignResult,
     FramesRequest,
     FramesResult,
-    SpeechRequest,
-    SpeechResult,
 )
 from iris_pipeline.timebase import CODEC_RATE, Timeline
-from tests.support.speech_slots import OneStepSlots
+from tests.support.speech_slots import InstantSpeech
 
 CUDA0 = torch.device("cuda", 0)
 
@@ -149,18 +147,8 @@ def require_ordered(producer: str) -> None:
         raise AssertionError(f"{stream.name} reads what {producer} wrote without waiting on its event")
 
 
-class Vallex(OneStepSlots):
+class Vallex(InstantSpeech):
     options = SimpleNamespace(max_batch=2, scheduler="continuous", max_waiting=8)
-
-    def prepare(self) -> None:
-        pass
-
-    def encode_prompt(self, prompt: Waveform, transcript: str, language: str) -> Any:
-        return "prompt"
-
-    def synthesize(self, requests: list[SpeechRequest]) -> list[SpeechResult]:
-        return [SpeechResult(Waveform(0.1 * torch.ones(r.num_frames * 320), CODEC_RATE),
-                             torch.zeros(r.num_frames, 8, dtype=torch.long)) for r in requests]
 
 
 class FastPitch:
