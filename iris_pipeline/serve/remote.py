@@ -196,7 +196,7 @@ def remote_stage_factory(handles: dict[str, Any], retries: int,
         if name == "fastpitch":
             return RemoteFastPitch(calls("fastpitch", "LipsyncMel"))
         if name == "wav2lip":
-            return RemoteWav2Lip(calls("wav2lip", "Frames"))
+            return RemoteWav2Lip(calls("wav2lip", "Frames"), config.wav2lip.options)  # the render worker's batch size
         raise KeyError(name)
 
     return factory
